@@ -1,0 +1,242 @@
+"""llm.classifier and llm.finetune: data handling, last-token pooling with padding, layer freezing, training, CLI."""
+
+import argparse
+from collections import Counter
+
+import pytest
+import torch
+
+from llm.bpe import BPETokenizer
+from llm.classifier import (
+    ClassifierConfig,
+    Example,
+    GPTClassifier,
+    add_cli_command,
+    balance,
+    classify,
+    collate_classification,
+    encode_examples,
+    finetune_classifier,
+    load_classifier,
+    parse_labelled_lines,
+    predict,
+    set_trainable,
+    stratified_split,
+)
+from llm.data import DataError
+from llm.finetune import FinetuneConfig, config_from_dict, fit, trainable_parameters
+from llm.model import GPT, GPTConfig
+from llm.train import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on several that wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_gpt(seed: int = 0, vocab_size: int = 257) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=vocab_size, context_length=32, n_layer=2, n_head=2, d_model=16))
+
+
+def byte_tokenizer() -> BPETokenizer:
+    return BPETokenizer([])  # 256 byte tokens and <|endoftext|> (id 256)
+
+
+def test_parse_keeps_text_verbatim_and_names_bad_lines():
+    examples = parse_labelled_lines('ham\t"Quoted" start\nspam\tWIN\ttabs stay\n\n', "f.tsv")
+    assert examples == [Example('"Quoted" start', "ham"), Example("WIN\ttabs stay", "spam")]
+    with pytest.raises(DataError, match=r"f\.tsv:2: expected 'label<TAB>text'"):
+        parse_labelled_lines("ham\tfine\nno tab here\n", "f.tsv")
+    with pytest.raises(DataError, match="no examples"):
+        parse_labelled_lines("\n\n", "empty.tsv")
+
+
+def test_balance_and_stratified_split():
+    examples = [Example(f"h{i}", "ham") for i in range(50)] + [Example(f"s{i}", "spam") for i in range(20)]
+    balanced = balance(examples, seed=1)
+    assert Counter(e.label for e in balanced) == {"ham": 20, "spam": 20}
+    assert set(balanced) <= set(examples) and balance(examples, seed=1) == balanced
+    parts = stratified_split(balanced, (0.7, 0.1, 0.2), seed=1)
+    assert [len(p) for p in parts] == [28, 4, 8]
+    for part in parts:
+        counts = Counter(e.label for e in part)
+        assert counts["ham"] == counts["spam"]
+    assert sorted(e.text for p in parts for e in p) == sorted(e.text for e in balanced)
+    with pytest.raises(ValueError, match="sum to 1"):
+        stratified_split(balanced, (0.5, 0.2), seed=1)
+
+
+def test_collate_pads_right_and_returns_lengths():
+    ids, lengths, labels = collate_classification([([5, 6, 7], 1), ([8], 0)], pad_id=99)
+    assert ids.tolist() == [[5, 6, 7], [8, 99, 99]]
+    assert lengths.tolist() == [3, 1] and labels.tolist() == [1, 0]
+
+
+def test_encode_rejects_labels_the_head_does_not_have():
+    with pytest.raises(DataError, match="phishing not among the classifier's labels ham, spam"):
+        encode_examples([Example("x", "phishing")], byte_tokenizer(), ["ham", "spam"], max_length=8)
+    encoded = encode_examples([Example("abcdef", "spam")], byte_tokenizer(), ["ham", "spam"], max_length=4)
+    assert encoded == [([97, 98, 99, 100], 1)]
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_padding_does_not_change_predictions(pooling):
+    classifier = GPTClassifier(tiny_gpt(), ["a", "b", "c"], pooling).eval()
+    rows = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    ids, lengths, _ = collate_classification([(r, 0) for r in rows], pad_id=0)
+    with torch.no_grad():
+        batched = classifier(ids, lengths)
+        alone = torch.cat([classifier(torch.tensor([r]), torch.tensor([len(r)])) for r in rows])
+        per_position = classifier.gpt(torch.tensor([rows[1]]))
+    assert batched.shape == (3, 3)
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+    expected = per_position[0, -1] if pooling == "last" else per_position[0].mean(dim=0)
+    torch.testing.assert_close(batched[1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_last_token_pooling_reads_the_last_real_token_not_the_last_column():
+    classifier = GPTClassifier(tiny_gpt(), ["a", "b"]).eval()
+    ids, lengths, _ = collate_classification([([1, 2, 3, 4], 0), ([5, 6], 0)], pad_id=0)
+    with torch.no_grad():
+        pooled = classifier(ids, lengths)
+        columns = classifier.gpt(ids)
+    torch.testing.assert_close(pooled[1], columns[1, 1])
+    assert not torch.allclose(pooled[1], columns[1, -1])
+
+
+def test_set_trainable_counts():
+    classifier = GPTClassifier(tiny_gpt(), ["a", "b"])
+    gpt = classifier.gpt
+    head = sum(p.numel() for m in (gpt.lm_head, gpt.ln_f) for p in m.parameters())
+    block = sum(p.numel() for p in gpt.blocks[-1].parameters())
+    set_trainable(classifier, "head")
+    assert trainable_parameters(classifier) == head
+    set_trainable(classifier, "last-1")
+    assert trainable_parameters(classifier) == head + block
+    set_trainable(classifier, "all")
+    assert trainable_parameters(classifier) == sum(p.numel() for p in classifier.parameters())
+    for bad in ["last-0", "last-3", "top", "last-x"]:
+        with pytest.raises(ConfigError, match="train_layers"):
+            set_trainable(classifier, bad)
+
+
+def test_classifier_rejects_bad_labels_and_pooling():
+    with pytest.raises(ConfigError, match="two distinct labels"):
+        GPTClassifier(tiny_gpt(), ["a", "a"])
+    with pytest.raises(ConfigError, match="pooling"):
+        GPTClassifier(tiny_gpt(), ["a", "b"], pooling="max")
+
+
+def test_fit_reduces_the_loss_and_records_history():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x = torch.randn(64, 4)
+    data = list(zip(x, (x[:, 0] > 0).long()))
+
+    def loss_fn(m, batch):
+        inputs, targets = batch
+        return torch.nn.functional.cross_entropy(m(inputs), targets), {"ones": 1.0}
+
+    def evaluate(m):
+        return {"val_loss": torch.nn.functional.cross_entropy(m(x), (x[:, 0] > 0).long()).item()}
+
+    collate = lambda b: (torch.stack([i for i, _ in b]), torch.stack([t for _, t in b]))  # noqa: E731
+    config = FinetuneConfig(epochs=4, batch_size=16, lr=0.1, min_lr=0.01, warmup_steps=2, weight_decay=0.0)
+    history = fit(model, data, collate, loss_fn, config, evaluate)
+    assert [r["step"] for r in history] == [0, 4, 8, 12, 16]
+    assert history[-1]["val_loss"] < history[0]["val_loss"] / 2
+    assert all(r["train_ones"] == 1.0 for r in history[1:]) and "train_loss" not in history[0]
+    again = fit(torch.nn.Linear(4, 2), data, collate, loss_fn, config, evaluate)
+    assert len(again) == len(history)
+
+
+def test_config_from_dict_builds_nested_sections_and_names_mistakes():
+    config = config_from_dict(ClassifierConfig, {"pooling": "mean", "lora": {"rank": 4}, "train": {"lr": 0.01}})
+    assert config.pooling == "mean" and config.lora.rank == 4 and config.train.lr == 0.01
+    with pytest.raises(ConfigError, match="train: unknown option"):
+        config_from_dict(ClassifierConfig, {"train": {"learning_rate": 1}})
+    with pytest.raises(ConfigError, match="unknown option.*colour"):
+        config_from_dict(ClassifierConfig, {"colour": "red"})
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        config_from_dict(ClassifierConfig, {"train": {"epochs": 0}})
+
+
+def toy_splits():
+    examples = [Example("a" * (3 + i % 5), "vowel") for i in range(24)]
+    examples += [Example("x" * (3 + i % 5), "consonant") for i in range(24)]
+    train, val, test = stratified_split(examples, (0.5, 0.25, 0.25), seed=0)
+    return {"train": train, "validation": val, "test": test}
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_finetune_learns_a_toy_task_and_saves_what_it_evaluated(tmp_path, lora_rank):
+    config = config_from_dict(ClassifierConfig, {
+        "max_length": 16, "lora": {"rank": lora_rank, "alpha": 8},
+        "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2}})
+    tokenizer = byte_tokenizer()
+    results = finetune_classifier(tiny_gpt(), tokenizer, toy_splits(), config, tmp_path)
+    assert results["labels"] == ["consonant", "vowel"]
+    assert results["metrics"]["test"]["accuracy"] == 1.0
+    assert len(results["history"]) == 5 and results["history"][-1]["val_accuracy"] == 1.0
+    classifier, loaded_tokenizer = load_classifier(tmp_path)
+    encoded = encode_examples(toy_splits()["test"], loaded_tokenizer, classifier.labels, 16)
+    assert predict(classifier, encoded, 256).argmax(-1).tolist() == results["predictions"]["test"]
+    assert classify(classifier, loaded_tokenizer, "aaaa") == "vowel"
+    assert classify(classifier, loaded_tokenizer, "xxxxx") == "consonant"
+
+
+def cli(*argv):
+    parser = argparse.ArgumentParser(prog="llm")
+    add_cli_command(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    args.handler(args)
+
+
+def test_cli_errors_name_the_problem(tmp_path):
+    (tmp_path / "three.tsv").write_text("ham\thello\nspam\tWIN\nphishing\tverify your bank\n")
+    (tmp_path / "labels.yaml").write_text("pretrained: m.safetensors\ndata: three.tsv\nout_dir: o\n"
+                                          "labels: [ham, spam]\n")
+    (tmp_path / "typo.yaml").write_text("pretrained: m.safetensors\ndata: three.tsv\nout_dir: o\ntrain: {epoch: 2}\n")
+    (tmp_path / "partial.yaml").write_text("data: three.tsv\nout_dir: o\n")
+    with pytest.raises(DataError, match=r"three\.tsv: label\(s\) phishing do not match the head's labels ham, spam"):
+        cli("finetune-classifier", "--config", str(tmp_path / "labels.yaml"))
+    with pytest.raises(ConfigError, match="train: unknown option.*epoch"):
+        cli("finetune-classifier", "--config", str(tmp_path / "typo.yaml"))
+    with pytest.raises(ConfigError, match="missing 'pretrained'"):
+        cli("finetune-classifier", "--config", str(tmp_path / "partial.yaml"))
+    with pytest.raises(DataError, match="nope.tsv: file not found"):
+        cli("finetune-classifier", "--pretrained", "m", "--out-dir", "o", "--data", str(tmp_path / "nope.tsv"))
+
+
+def test_cli_trains_and_classify_checks_labels(tmp_path, capsys):
+    from llm.pretrain import save_weights
+    from llm.bpe import save_bpe
+
+    save_weights(tiny_gpt(), tmp_path / "model.safetensors")
+    save_bpe(byte_tokenizer(), tmp_path / "tokenizer.bpe")
+    lines = [f"vowel\t{'a' * (3 + i % 5)}" for i in range(20)] + [f"consonant\t{'x' * (3 + i % 5)}" for i in range(20)]
+    (tmp_path / "toy.tsv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "run.yaml").write_text("pretrained: model.safetensors\ndata: toy.tsv\nout_dir: out\nmax_length: 16\n"
+                                       "train: {epochs: 3, batch_size: 8, lr: 0.003, warmup_steps: 2}\n")
+    cli("finetune-classifier", "--config", str(tmp_path / "run.yaml"))
+    assert "classifier written to" in capsys.readouterr().out
+    cli("classify", "--classifier", str(tmp_path / "out"), "aaaa", "xxxxx")
+    assert capsys.readouterr().out.split("\n")[:2] == ["vowel\taaaa", "consonant\txxxxx"]
+    (tmp_path / "other.tsv").write_text("vowel\taaa\nspam\tWIN\n")
+    with pytest.raises(DataError, match="spam do not match the classifier's labels consonant, vowel"):
+        cli("classify", "--classifier", str(tmp_path / "out"), "--data", str(tmp_path / "other.tsv"))
+
+
+def test_load_classifier_refuses_foreign_files(tmp_path):
+    from llm.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="classifier not found"):
+        load_classifier(tmp_path)
+    (tmp_path / "classifier.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        load_classifier(tmp_path)
