@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from llm.bpe import BPETokenizer, load_bpe, save_bpe
 from llm.checkpoint import CheckpointError
 from llm.data import DataError
-from llm.finetune import FinetuneConfig, config_from_dict, fit, run_options, trainable_parameters
+from llm.finetune import FinetuneConfig, config_from_dict, fit, fit_max_length, run_options, trainable_parameters
 from llm.lora import apply_lora, merge_lora
 from llm.model import GPT, GPTConfig
 from llm.pretrain import load_model
@@ -238,7 +238,7 @@ class ClassifierConfig:
     """Everything that decides a classification finetune, given a pretrained model and labelled splits."""
 
     labels: list[str] = field(default_factory=list)  # the head's labels, in order; empty: the sorted data labels
-    max_length: int = 128       # tokens per text (longer texts are cut); at most the model's context length
+    max_length: int | None = None  # tokens per text (longer texts are cut); None: the model's context length
     pooling: str = "last"       # "last" real token or "mean" over real tokens
     dropout: float = 0.0        # dropout inside the pretrained network while finetuning
     train_layers: str = "all"   # "all", "head" or "last-N" (ignored with LoRA: adapters and head train)
@@ -269,9 +269,7 @@ def finetune_classifier(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, Seq
     config = config_from_dict(ClassifierConfig, asdict(config))  # a copy: filling in labels must not leak
     if not config.labels:
         config.labels = sorted({e.label for e in splits["train"]})
-    if not 1 <= config.max_length <= gpt.config.context_length:
-        raise ConfigError(f"max_length must be between 1 and the context length {gpt.config.context_length}, "
-                          f"got {config.max_length}")
+    config.max_length = fit_max_length(config.max_length, gpt.config.context_length)
     pad_id = tokenizer.special_ids[EOT]
     encoded = {name: encode_examples(part, tokenizer, config.labels, config.max_length)
                for name, part in splits.items()}

@@ -5,6 +5,8 @@
 # -- chapters/04-pretraining.qmd :: pretrain-cli --
 """The `llm` command: `llm train --config FILE` runs a pretraining config, `llm generate` continues a prompt.
 
+Later chapters add their own subcommands (finetuning, classifying) without this module knowing them: any module of
+the package that defines `add_cli_command(subparsers)` registers its parsers there, each with a `handler`.
 Mistakes a user can make (a bad config value, a missing file, a checkpoint from another model) end with one line
 on stderr that names the problem and exit status 2, not a traceback.
 """
@@ -12,6 +14,8 @@ on stderr that names the problem and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 import sys
 from dataclasses import replace
 from typing import Sequence
@@ -19,6 +23,7 @@ from typing import Sequence
 import torch
 import yaml
 
+import llm
 from llm.bpe import BPEFormatError
 from llm.checkpoint import CheckpointError
 from llm.data import DataError
@@ -37,8 +42,8 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm", description="Pretrain a GPT-style language model and sample "
-                                     "from it (the book's llm package).")
+    parser = argparse.ArgumentParser(prog="llm", description="Pretrain, finetune and sample from GPT-style "
+                                     "language models (the book's llm package).")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = commands.add_parser("train", help="train a model from a config file",
@@ -74,7 +79,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--num-samples", type=positive_int, default=1, metavar="N",
                           help="how many continuations to write (default: 1)")
     generate.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    train.set_defaults(handler=train_command)
+    generate.set_defaults(handler=generate_command)
+    add_package_commands(commands)
     return parser
+
+
+def add_package_commands(commands: argparse._SubParsersAction) -> None:
+    """Let every module of the package that defines `add_cli_command` register its subcommands."""
+    for module in pkgutil.iter_modules(llm.__path__, prefix="llm."):
+        if module.name not in (__name__, "llm.__main__"):
+            add_command = getattr(importlib.import_module(module.name), "add_cli_command", None)
+            if add_command is not None:
+                add_command(commands)
 
 
 def train_command(args: argparse.Namespace) -> None:
@@ -106,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `llm` and `python -m llm`; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        (train_command if args.command == "train" else generate_command)(args)
+        args.handler(args)
     except USER_ERRORS as e:
         print(f"llm {args.command}: error: {e}", file=sys.stderr)
         return 2

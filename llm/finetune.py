@@ -85,6 +85,15 @@ def config_from_dict(kind: type, values: Any, where: str = "") -> Any:
         raise ConfigError(f"{section}{e}") from None
 
 
+def fit_max_length(max_length: int | None, context_length: int) -> int:
+    """The tokens per example a finetune uses: `max_length`, or the model's whole context when it is None."""
+    if max_length is None:
+        return context_length
+    if not 1 <= max_length <= context_length:
+        raise ConfigError(f"max_length must be between 1 and the context length {context_length}, got {max_length}")
+    return max_length
+
+
 def trainable_parameters(model: nn.Module) -> int:
     """How many parameters an optimizer would update (shared tensors counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

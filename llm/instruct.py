@@ -19,7 +19,7 @@ import os
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from llm.bpe import BPETokenizer, save_bpe
 from llm.data import DataError
-from llm.finetune import FinetuneConfig, config_from_dict, fit, run_options
+from llm.finetune import FinetuneConfig, config_from_dict, fit, fit_max_length, run_options
 from llm.generate import generate
 from llm.model import GPT
 from llm.pretrain import load_model, save_weights
@@ -154,7 +154,7 @@ class InstructConfig:
 
     preamble: str = ""          # text opening every prompt (Alpaca's fixed sentence, or nothing)
     mask_prompt: bool = True    # learn the responses only, not the prompts
-    max_length: int = 128       # tokens per example, at most the context length; longer examples are cut
+    max_length: int | None = None  # tokens per example (longer ones are cut); None: the model's context length
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=2, batch_size=8, lr=5e-4))
 
 
@@ -163,9 +163,7 @@ def finetune_instructions(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, S
     """Finetune `gpt` on splits["train"], evaluating the response loss on splits["validation"] after every epoch;
     save the model and tokenizer to `out_dir` with results.json (history, and final response losses on the
     held-out splits)."""
-    if not 1 <= config.max_length <= gpt.config.context_length:
-        raise ConfigError(f"max_length must be between 1 and the context length {gpt.config.context_length}, "
-                          f"got {config.max_length}")
+    config = replace(config, max_length=fit_max_length(config.max_length, gpt.config.context_length))
     eot_id = tokenizer.special_ids[EOT]
     encoded = {name: encode_instructions(part, tokenizer, config.preamble) for name, part in splits.items()}
 

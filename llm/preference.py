@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llm.bpe import BPETokenizer, save_bpe
-from llm.finetune import FinetuneConfig, config_from_dict, fit, run_options
+from llm.finetune import FinetuneConfig, config_from_dict, fit, fit_max_length, run_options
 from llm.instruct import IGNORE_INDEX, collate_instructions, encode_instructions, load_instruction_file, random_split
 from llm.model import GPT
 from llm.pretrain import load_model, save_weights
@@ -122,7 +122,7 @@ class DPOConfig:
 
     beta: float = 0.1           # how strongly the reward is tied to the reference: larger stays closer
     preamble: str = ""          # must match the prompt format the model was instruction-tuned with
-    max_length: int = 128
+    max_length: int | None = None  # tokens per pair (longer ones are cut); None: the model's context length
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=1, batch_size=8, lr=5e-5))
 
 
@@ -133,9 +133,7 @@ def train_dpo(model: GPT, tokenizer: BPETokenizer, splits: dict[str, Sequence[di
     `out_dir`."""
     if not config.beta > 0:
         raise ConfigError(f"beta must be > 0, got {config.beta}")
-    if not 1 <= config.max_length <= model.config.context_length:
-        raise ConfigError(f"max_length must be between 1 and the context length {model.config.context_length}, "
-                          f"got {config.max_length}")
+    config = replace(config, max_length=fit_max_length(config.max_length, model.config.context_length))
     eot_id = tokenizer.special_ids[EOT]
     data = {name: with_reference_logprobs(model, encode_pairs(part, tokenizer, config.preamble), eot_id,
                                           config.max_length) for name, part in splits.items()}

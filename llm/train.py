@@ -18,13 +18,11 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -33,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from llm.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from llm.repro import set_seed
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -204,13 +203,6 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (torch's covers every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # -- chapters/04-pretraining.qmd :: pretrain-trainer --
 class Trainer:
     """Trains `model` on `train_data`, evaluating on fixed windows of `train_data` and `val_data`.
@@ -230,7 +222,7 @@ class Trainer:
         self.rank, self.world_size = init_distributed()
         self.device = resolve_device(config.device)
         self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
-        seed_everything(config.seed + self.rank)
+        set_seed(config.seed + self.rank)
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                            betas=(config.beta1, config.beta2), fused=self.device.type == "cuda")

@@ -163,3 +163,26 @@ def test_invalid_sampling_options_are_refused(trained, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse rejects a non-positive count itself
         main(["generate", "--checkpoint", checkpoint, "--prompt", "x", "--max-new-tokens", "0"])
     assert exit_info.value.code == 2 and "--max-new-tokens" in capsys.readouterr().err
+
+
+def test_later_chapters_register_their_subcommands():
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"train", "generate", "finetune-classifier", "classify", "finetune-instruct", "dpo"} <= set(commands)
+
+
+def test_finetune_classifier_and_classify_from_the_command_line(trained, tmp_path):
+    lines = [f"ham\tsee you at {hour} tonight" for hour in range(20)]
+    lines += [f"spam\tWIN {hour}00 cash now, text CLAIM" for hour in range(20)]
+    (tmp_path / "sms.tsv").write_text("\n".join(lines) + "\n")
+    pretrained, out = str(trained / "model.safetensors"), str(tmp_path / "classifier")
+    result = run_cli("finetune-classifier", "--pretrained", pretrained, "--data", str(tmp_path / "sms.tsv"),
+                     "--out-dir", out, "--epochs", "2", "--batch-size", "4")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "classifier" / "results.json").read_text())["labels"] == ["ham", "spam"]
+    result = run_cli("classify", "--classifier", out, "see you at 9 tonight", "WIN cash now")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2 and all(
+        line.split()[0] in ("ham", "spam") for line in result.stdout.splitlines())
+    (tmp_path / "odd.tsv").write_text("ham\thello\nphishing\tverify your bank\n")
+    one_line_error(run_cli("classify", "--classifier", out, "--data", str(tmp_path / "odd.tsv")),
+                   "odd.tsv", "phishing")
