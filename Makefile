@@ -52,7 +52,7 @@ test-notebooks:  ## nbval: re-run every chapter and compare with its frozen outp
 	$(PY) -m pytest -q $(NBVAL) _notebooks
 
 bench:  ## run the benchmarks (prints ratios against the references)
-	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 cold:  ## rebuild from nothing: forget frozen outputs and cached runs, then build
 	rm -rf _notebooks _cache _book

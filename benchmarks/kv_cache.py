@@ -39,22 +39,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _rss import peak_rss_mb, reset_peak_rss  # noqa: E402  (the script's own folder is on sys.path)
+
 NEW_TOKENS = 200
 PROMPT = "Every effort moves you"
 ROWS = ["ours, KV cache", "reference, KV cache", "ours, no cache"]
 EXTRA_ROWS = ["ours, KV cache, row-major"]  # our model with nn.Linear's usual weight order, to isolate its effect
-
-
-def reset_peak_rss() -> None:
-    """Reset this process's peak-RSS counter (Linux), so the peak excludes setup."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def our_model(row_major: bool = False):

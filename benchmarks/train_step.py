@@ -50,6 +50,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _rss import peak_rss_mb, reset_peak_rss  # noqa: E402  (the script's own folder is on sys.path)
+
 VOCAB, CONTEXT, LAYERS, HEADS, WIDTH, BATCH = 50257, 256, 6, 6, 384, 4
 REFERENCE_CONFIG = {"vocab_size": VOCAB, "context_length": CONTEXT, "emb_dim": WIDTH, "n_heads": HEADS,
                     "n_layers": LAYERS, "drop_rate": 0.0, "qkv_bias": False}
@@ -57,18 +59,6 @@ MAIN_ROWS = ["reference GPTModel", "reference GPTModelFast", "ours, same archite
              "ours, book default, bf16 autocast", "reference GPTModelFast, bf16 autocast"]
 EXTRA_ROWS = ["ours, book default, AdamW foreach", "ours, book default, AdamW default",
               "ours, book default, 1 thread", "ours, book default, torch.compile"]
-
-
-def reset_peak_rss() -> None:
-    """Reset this process's peak-RSS counter (Linux), so the peak excludes setup."""
-    Path("/proc/self/clear_refs").write_text("5")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def build(row: str):

@@ -12,7 +12,6 @@ The frozen notebooks are also what nbval re-runs in CI.
 
 from __future__ import annotations
 
-import ast
 import base64
 import hashlib
 import json

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from llm.pretrain import read_config_file
 from llm.train import ConfigError, TrainConfig, lr_at, param_groups
 
 LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
@@ -154,15 +154,10 @@ def fit(model: nn.Module, examples: Sequence[Any], collate: Callable[[list[Any]]
 
 
 # -- chapters/05-classification.qmd :: finetune-cli --
-def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML (or JSON) file holding a mapping of options; errors name the file."""
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+def read_options(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML (or JSON) file holding a mapping of options (read as @sec-pretraining's configs are); errors name
+    the file."""
+    values = read_config_file(path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of options")
     return values
@@ -172,7 +167,7 @@ def run_options(args: argparse.Namespace, required: Sequence[str], overrides: di
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run options, recipe options) from --config and flags: `required` run keys (paths, relative to the config
     file) come out of the config; flags in `overrides` (None: not given, dotted names reach into sections) win."""
-    values = read_config_file(args.config) if args.config else {}
+    values = read_options(args.config) if args.config else {}
     base = Path(args.config).parent if args.config else Path(".")
     run = {key: values.pop(key) for key in [*required, "split_seed", "balance"] if key in values}
     for name, value in overrides.items():

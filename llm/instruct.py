@@ -34,7 +34,7 @@ from llm.generate import generate
 from llm.model import GPT
 from llm.pretrain import load_model, save_weights
 from llm.tokenizers import EOT
-from llm.train import ConfigError, lm_loss
+from llm.train import lm_loss
 
 INSTRUCTION_KEYS = ("instruction", "input", "output")
 

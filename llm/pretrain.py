@@ -96,15 +96,21 @@ def parse_run_config(values: Any, base: Path) -> RunConfig:
     return RunConfig(data, dict(values["model"]), TrainConfig.from_dict(train), samples)
 
 
-def load_run_config(path: str | os.PathLike) -> RunConfig:
-    """Read a YAML (or JSON) run config; raises ConfigError naming the file and the bad value."""
+def read_config_file(path: str | os.PathLike) -> Any:
+    """The parsed contents of a YAML (or JSON) file; ConfigError names the file when it is missing or malformed."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+
+
+def load_run_config(path: str | os.PathLike) -> RunConfig:
+    """Read a YAML (or JSON) run config; raises ConfigError naming the file and the bad value."""
+    path = Path(path)
+    values = read_config_file(path)
     try:
         return parse_run_config(values, path.parent)
     except ConfigError as e:

@@ -25,22 +25,11 @@ from llm.classifier import (
 )
 from llm.data import DataError
 from llm.finetune import FinetuneConfig, config_from_dict, fit, trainable_parameters
-from llm.model import GPT, GPTConfig
 from llm.train import ConfigError
 
+from conftest import tiny_gpt
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on several that wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_gpt(seed: int = 0, vocab_size: int = 257) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, context_length=32, n_layer=2, n_head=2, d_model=16))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def byte_tokenizer() -> BPETokenizer:
@@ -86,7 +75,7 @@ def test_encode_rejects_labels_the_head_does_not_have():
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_padding_does_not_change_predictions(pooling):
-    classifier = GPTClassifier(tiny_gpt(), ["a", "b", "c"], pooling).eval()
+    classifier = GPTClassifier(tiny_gpt(context_length=32), ["a", "b", "c"], pooling).eval()
     rows = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
     ids, lengths, _ = collate_classification([(r, 0) for r in rows], pad_id=0)
     with torch.no_grad():
@@ -100,7 +89,7 @@ def test_padding_does_not_change_predictions(pooling):
 
 
 def test_last_token_pooling_reads_the_last_real_token_not_the_last_column():
-    classifier = GPTClassifier(tiny_gpt(), ["a", "b"]).eval()
+    classifier = GPTClassifier(tiny_gpt(context_length=32), ["a", "b"]).eval()
     ids, lengths, _ = collate_classification([([1, 2, 3, 4], 0), ([5, 6], 0)], pad_id=0)
     with torch.no_grad():
         pooled = classifier(ids, lengths)
@@ -110,7 +99,7 @@ def test_last_token_pooling_reads_the_last_real_token_not_the_last_column():
 
 
 def test_set_trainable_counts():
-    classifier = GPTClassifier(tiny_gpt(), ["a", "b"])
+    classifier = GPTClassifier(tiny_gpt(context_length=32), ["a", "b"])
     gpt = classifier.gpt
     head = sum(p.numel() for m in (gpt.lm_head, gpt.ln_f) for p in m.parameters())
     block = sum(p.numel() for p in gpt.blocks[-1].parameters())
@@ -127,9 +116,9 @@ def test_set_trainable_counts():
 
 def test_classifier_rejects_bad_labels_and_pooling():
     with pytest.raises(ConfigError, match="two distinct labels"):
-        GPTClassifier(tiny_gpt(), ["a", "a"])
+        GPTClassifier(tiny_gpt(context_length=32), ["a", "a"])
     with pytest.raises(ConfigError, match="pooling"):
-        GPTClassifier(tiny_gpt(), ["a", "b"], pooling="max")
+        GPTClassifier(tiny_gpt(context_length=32), ["a", "b"], pooling="max")
 
 
 def test_fit_reduces_the_loss_and_records_history():
@@ -179,7 +168,7 @@ def test_finetune_learns_a_toy_task_and_saves_what_it_evaluated(tmp_path, lora_r
         "max_length": 16, "lora": {"rank": lora_rank, "alpha": 8},
         "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2}})
     tokenizer = byte_tokenizer()
-    results = finetune_classifier(tiny_gpt(), tokenizer, toy_splits(), config, tmp_path)
+    results = finetune_classifier(tiny_gpt(context_length=32), tokenizer, toy_splits(), config, tmp_path)
     assert results["labels"] == ["consonant", "vowel"]
     assert results["metrics"]["test"]["accuracy"] == 1.0
     assert len(results["history"]) == 5 and results["history"][-1]["val_accuracy"] == 1.0
@@ -217,7 +206,7 @@ def test_cli_trains_and_classify_checks_labels(tmp_path, capsys):
     from llm.pretrain import save_weights
     from llm.bpe import save_bpe
 
-    save_weights(tiny_gpt(), tmp_path / "model.safetensors")
+    save_weights(tiny_gpt(context_length=32), tmp_path / "model.safetensors")
     save_bpe(byte_tokenizer(), tmp_path / "tokenizer.bpe")
     lines = [f"vowel\t{'a' * (3 + i % 5)}" for i in range(20)] + [f"consonant\t{'x' * (3 + i % 5)}" for i in range(20)]
     (tmp_path / "toy.tsv").write_text("\n".join(lines) + "\n")

@@ -29,21 +29,11 @@ from llm.instruct import (
     rouge_l,
 )
 from llm.finetune import config_from_dict
-from llm.model import GPT, GPTConfig
 from llm.train import ConfigError
 
+from conftest import tiny_gpt
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_gpt(context_length: int = 64) -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=257, context_length=context_length, n_layer=2, n_head=2, d_model=16))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_format_prompt_sections():

@@ -6,20 +6,10 @@ from torch import nn
 
 from llm.attention import Linear
 from llm.lora import LoRALinear, apply_lora, lora_layers, merge_lora
-from llm.model import GPT, GPTConfig
 
+from conftest import tiny_gpt
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=64, context_length=16, n_layer=2, n_head=2, d_model=16))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("layer", [nn.Linear(12, 7), Linear(12, 7)])
@@ -57,7 +47,7 @@ def test_only_adapters_train_and_gradients_reach_them():
 
 
 def test_apply_lora_to_a_gpt_counts_and_merges():
-    model = tiny_gpt().eval()
+    model = tiny_gpt(vocab_size=64, context_length=16).eval()
     x = torch.randint(0, 64, (2, 10))
     with torch.no_grad():
         reference = model(x)
@@ -77,5 +67,5 @@ def test_apply_lora_to_a_gpt_counts_and_merges():
     assert isinstance(model.blocks[0].attn.qkv, Linear) and isinstance(model.blocks[1].mlp.fc, Linear)
     with torch.no_grad():
         torch.testing.assert_close(model(x), adapted, rtol=1e-4, atol=1e-4)
-    fresh = tiny_gpt()
+    fresh = tiny_gpt(vocab_size=64, context_length=16)
     fresh.load_state_dict(model.state_dict())  # a merged model is an ordinary GPT again

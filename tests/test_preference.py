@@ -11,7 +11,6 @@ from llm.bpe import BPETokenizer
 from llm.data import DataError
 from llm.finetune import config_from_dict
 from llm.instruct import IGNORE_INDEX, collate_instructions
-from llm.model import GPT, GPTConfig
 from llm.preference import (
     DPOConfig,
     add_cli_command,
@@ -25,18 +24,9 @@ from llm.preference import (
 )
 from llm.train import ConfigError
 
+from conftest import tiny_gpt
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_gpt() -> GPT:
-    torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=257, context_length=64, n_layer=2, n_head=2, d_model=16))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dpo_loss_on_hand_computed_values():
