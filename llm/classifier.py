@@ -34,7 +34,8 @@ from torch import Tensor, nn
 from llm.bpe import BPETokenizer, load_bpe, save_bpe
 from llm.checkpoint import CheckpointError
 from llm.data import DataError
-from llm.finetune import FinetuneConfig, config_from_dict, fit, fit_max_length, run_options, trainable_parameters
+from llm.finetune import (FinetuneConfig, add_run_arguments, config_from_dict, fit, fit_max_length, run_options,
+                          trainable_parameters)
 from llm.lora import apply_lora, merge_lora
 from llm.model import GPT, GPTConfig
 from llm.pretrain import load_model
@@ -346,10 +347,8 @@ def classify(classifier: GPTClassifier, tokenizer: BPETokenizer, text: str, max_
 # -- chapters/05-classification.qmd :: classifier-cli --
 def finetune_classifier_command(args: argparse.Namespace) -> None:
     """`llm finetune-classifier`: read the config, apply the flags, load data and model, train, save."""
-    run, values = run_options(args, ["pretrained", "data", "out_dir"], {
-        "pretrained": args.pretrained, "data": args.data, "out_dir": args.out_dir,
-        "train_layers": args.train_layers, "lora.rank": args.lora_rank, "train.epochs": args.epochs,
-        "train.lr": args.lr, "train.batch_size": args.batch_size})
+    run, values = run_options(args, "pretrained", {"train_layers": args.train_layers, "lora.rank": args.lora_rank,
+                                                   "train.batch_size": args.batch_size})
     config = config_from_dict(ClassifierConfig, values)
     examples = read_labelled_file(run["data"])
     if config.labels:
@@ -395,14 +394,11 @@ def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
         description="Put a classification head on a pretrained model and finetune it on a label<TAB>text file, "
         "balanced and split 70/10/20. Options come from --config (YAML: pretrained, data, out_dir and the fields "
         "of ClassifierConfig) and are overridden by flags.")
-    train.add_argument("--config", metavar="FILE", help="YAML or JSON config; paths in it are relative to it")
-    train.add_argument("--pretrained", metavar="FILE", help="model.safetensors of a pretrained run")
-    train.add_argument("--data", metavar="FILE", help="labelled texts, one 'label<TAB>text' per line")
-    train.add_argument("--out-dir", metavar="DIR", help="where to write the classifier")
+    add_run_arguments(train, "pretrained", model_help="model.safetensors of a pretrained run",
+                      data_help="labelled texts, one 'label<TAB>text' per line",
+                      out_help="where to write the classifier")
     train.add_argument("--train-layers", metavar="WHICH", help="all, head or last-N")
     train.add_argument("--lora-rank", type=int, metavar="R", help="train rank-R adapters instead (0: none)")
-    train.add_argument("--epochs", type=int, metavar="N", help="passes over the training split")
-    train.add_argument("--lr", type=float, metavar="LR", help="peak learning rate")
     train.add_argument("--batch-size", type=int, metavar="N", help="examples per step")
     train.set_defaults(handler=finetune_classifier_command)
 

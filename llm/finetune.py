@@ -163,10 +163,28 @@ def read_options(path: str | os.PathLike) -> dict[str, Any]:
     return values
 
 
-def run_options(args: argparse.Namespace, required: Sequence[str], overrides: dict[str, Any]
+def add_run_arguments(parser: argparse.ArgumentParser, model: str, model_help: str, data_help: str,
+                      out_help: str) -> None:
+    """The flags every finetuning command shares: --config, the starting model (--`model`), the data, where to
+    write the result, and the two hyperparameters changed most often. `run_options` reads them back."""
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON config; paths in it are relative to it")
+    parser.add_argument(f"--{model}", metavar="FILE", help=model_help)
+    parser.add_argument("--data", metavar="FILE", help=data_help)
+    parser.add_argument("--out-dir", metavar="DIR", help=out_help)
+    parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training split")
+    parser.add_argument("--lr", type=float, metavar="LR", help="peak learning rate")
+
+
+def run_options(args: argparse.Namespace, model: str, overrides: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(run options, recipe options) from --config and flags: `required` run keys (paths, relative to the config
-    file) come out of the config; flags in `overrides` (None: not given, dotted names reach into sections) win."""
+    """(run options, recipe options) from --config and the flags of `add_run_arguments` plus `overrides`.
+
+    The run options are the paths `model`, data and out_dir (relative to the config file) and the split seed;
+    everything else is the recipe. A flag that was given (not None) wins over the file; dotted names such as
+    "train.lr" reach into sections."""
+    required = [model, "data", "out_dir"]
+    overrides = {model: getattr(args, model), "data": args.data, "out_dir": args.out_dir,
+                 "train.epochs": args.epochs, "train.lr": args.lr, **overrides}
     values = read_options(args.config) if args.config else {}
     base = Path(args.config).parent if args.config else Path(".")
     run = {key: values.pop(key) for key in [*required, "split_seed", "balance"] if key in values}
@@ -184,6 +202,6 @@ def run_options(args: argparse.Namespace, required: Sequence[str], overrides: di
     for key in required:
         if key not in run:
             raise ConfigError(f"{args.config or 'the command line'}: missing {key!r} (or --{key.replace('_', '-')})")
-        if key not in overrides or overrides[key] is None:
+        if overrides[key] is None:
             run[key] = str(base / run[key])
     return run, values

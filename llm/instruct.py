@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from llm.bpe import BPETokenizer, save_bpe
 from llm.data import DataError
-from llm.finetune import FinetuneConfig, config_from_dict, fit, fit_max_length, run_options
+from llm.finetune import FinetuneConfig, add_run_arguments, config_from_dict, fit, fit_max_length, run_options
 from llm.generate import generate
 from llm.model import GPT
 from llm.pretrain import load_model, save_weights
@@ -231,9 +231,7 @@ def rouge_l(candidate: str, reference: str, beta: float = 1.0) -> float:
 # -- chapters/06-instructions.qmd :: instruct-cli --
 def finetune_instruct_command(args: argparse.Namespace) -> None:
     """`llm finetune-instruct`: split the data 85/5/10, finetune, save, and report the response losses."""
-    run, values = run_options(args, ["pretrained", "data", "out_dir"], {
-        "pretrained": args.pretrained, "data": args.data, "out_dir": args.out_dir,
-        "mask_prompt": args.mask_prompt, "train.epochs": args.epochs, "train.lr": args.lr})
+    run, values = run_options(args, "pretrained", {"mask_prompt": args.mask_prompt})
     config = config_from_dict(InstructConfig, values)
     entries = load_instruction_file(run["data"])
     parts = random_split(entries, (0.85, 0.05, 0.10), run.get("split_seed", 123))
@@ -251,12 +249,9 @@ def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
         description="Finetune a pretrained model on a JSON list of {instruction, input, output} objects, split "
         "85/5/10. Options come from --config (YAML: pretrained, data, out_dir and the fields of InstructConfig) "
         "and are overridden by flags.")
-    command.add_argument("--config", metavar="FILE", help="YAML or JSON config; paths in it are relative to it")
-    command.add_argument("--pretrained", metavar="FILE", help="model.safetensors of a pretrained run")
-    command.add_argument("--data", metavar="FILE", help="JSON list of instruction/input/output objects")
-    command.add_argument("--out-dir", metavar="DIR", help="where to write the finetuned model")
+    add_run_arguments(command, "pretrained", model_help="model.safetensors of a pretrained run",
+                      data_help="JSON list of instruction/input/output objects",
+                      out_help="where to write the finetuned model")
     command.add_argument("--mask-prompt", action=argparse.BooleanOptionalAction, default=None,
                          help="learn only the responses (--no-mask-prompt: the whole sequence)")
-    command.add_argument("--epochs", type=int, metavar="N", help="passes over the training split")
-    command.add_argument("--lr", type=float, metavar="LR", help="peak learning rate")
     command.set_defaults(handler=finetune_instruct_command)

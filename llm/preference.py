@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llm.bpe import BPETokenizer, save_bpe
-from llm.finetune import FinetuneConfig, config_from_dict, fit, fit_max_length, run_options
+from llm.finetune import FinetuneConfig, add_run_arguments, config_from_dict, fit, fit_max_length, run_options
 from llm.instruct import IGNORE_INDEX, collate_instructions, encode_instructions, load_instruction_file, random_split
 from llm.model import GPT
 from llm.pretrain import load_model, save_weights
@@ -159,9 +159,7 @@ def train_dpo(model: GPT, tokenizer: BPETokenizer, splits: dict[str, Sequence[di
 # -- chapters/06-instructions.qmd :: preference-cli --
 def dpo_command(args: argparse.Namespace) -> None:
     """`llm dpo`: split the preference data 85/5/10, run DPO from an instruction-tuned model, save."""
-    run, values = run_options(args, ["model", "data", "out_dir"], {
-        "model": args.model, "data": args.data, "out_dir": args.out_dir, "beta": args.beta,
-        "train.epochs": args.epochs, "train.lr": args.lr})
+    run, values = run_options(args, "model", {"beta": args.beta})
     config = config_from_dict(DPOConfig, values)
     pairs = load_instruction_file(run["data"], keys=PREFERENCE_KEYS)
     parts = random_split(pairs, (0.85, 0.05, 0.10), run.get("split_seed", 123))
@@ -180,11 +178,8 @@ def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
         description="Direct preference optimization on a JSON list of {instruction, input, chosen, rejected} "
         "objects, split 85/5/10, with the starting model as the frozen reference. Options come from --config "
         "(YAML: model, data, out_dir and the fields of DPOConfig) and are overridden by flags.")
-    command.add_argument("--config", metavar="FILE", help="YAML or JSON config; paths in it are relative to it")
-    command.add_argument("--model", metavar="FILE", help="model.safetensors of an instruction-tuned run")
-    command.add_argument("--data", metavar="FILE", help="JSON list of instruction/input/chosen/rejected objects")
-    command.add_argument("--out-dir", metavar="DIR", help="where to write the tuned model")
+    add_run_arguments(command, "model", model_help="model.safetensors of an instruction-tuned run",
+                      data_help="JSON list of instruction/input/chosen/rejected objects",
+                      out_help="where to write the tuned model")
     command.add_argument("--beta", type=float, metavar="B", help="DPO temperature (default 0.1)")
-    command.add_argument("--epochs", type=int, metavar="N", help="passes over the training pairs")
-    command.add_argument("--lr", type=float, metavar="LR", help="peak learning rate")
     command.set_defaults(handler=dpo_command)
