@@ -179,9 +179,9 @@ def run_options(args: argparse.Namespace, model: str, overrides: dict[str, Any]
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(run options, recipe options) from --config and the flags of `add_run_arguments` plus `overrides`.
 
-    The run options are the paths `model`, data and out_dir (relative to the config file) and the split seed;
-    everything else is the recipe. A flag that was given (not None) wins over the file; dotted names such as
-    "train.lr" reach into sections."""
+    The run options are the paths `model`, data and out_dir (relative to the config file) and how to split the
+    data (split_seed, balance); everything else is the recipe. A flag that was given (not None) wins over the
+    file; dotted names such as "train.lr" reach into sections."""
     required = [model, "data", "out_dir"]
     overrides = {model: getattr(args, model), "data": args.data, "out_dir": args.out_dir,
                  "train.epochs": args.epochs, "train.lr": args.lr, **overrides}
