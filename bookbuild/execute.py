@@ -58,6 +58,9 @@ def to_notebook(document: qmd.Document) -> nbformat.NotebookNode:
             code.metadata["tags"] = tags
         code.metadata["book"] = {"line": cell.line, **({"label": cell.label} if cell.label else {})}
         nb.cells.append(code)
+    for index, cell in enumerate(nb.cells):  # stable ids: re-executing a chapter changes only its outputs
+        label = cell.metadata.get("book", {}).get("label")
+        cell.id = f"{index:03d}-{label}"[:64] if label else f"{index:03d}"
     return nb
 
 

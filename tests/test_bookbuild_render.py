@@ -6,7 +6,7 @@ import shutil
 import nbformat
 import pytest
 
-from bookbuild import build, execute, project, tangle, verify
+from bookbuild import build, execute, project, qmd, tangle, verify
 from bookbuild.qmd import BookError
 from conftest import FIXTURE_BOOK
 
@@ -109,3 +109,12 @@ def test_verify_finds_broken_links_images_and_raw_references(built, tmp_path):
     assert "03-missing.html" in problems
     assert "figures/nope.png" in problems
     assert "'??'" in problems and "'@fig-raw'" in problems
+
+
+def test_notebook_cell_ids_are_stable_and_valid(built):
+    document = qmd.read(built.root / "chapters/01-first.qmd")
+    first, second = execute.to_notebook(document), execute.to_notebook(document)
+    ids = [cell.id for cell in first.cells]
+    assert ids == [cell.id for cell in second.cells]
+    assert len(set(ids)) == len(ids)
+    nbformat.validate(first)
