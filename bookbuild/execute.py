@@ -45,12 +45,14 @@ def to_notebook(document: qmd.Document) -> nbformat.NotebookNode:
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
     })
-    for cell in document.cells:
+    for index, cell in enumerate(document.cells):
+        # Stable ids, from position and label, so that re-executing a chapter changes only its outputs.
+        cell_id = f"{index:03d}-{cell.label}"[:64] if cell.kind == "code" and cell.label else f"{index:03d}"
         if cell.kind == "markdown":
-            nb.cells.append(nbformat.v4.new_markdown_cell(cell.source))
+            nb.cells.append(nbformat.v4.new_markdown_cell(cell.source, id=cell_id))
             continue
         source = "\n".join([f"#| {line}" for line in cell.option_lines] + [cell.source])
-        code = nbformat.v4.new_code_cell(source.strip("\n"))
+        code = nbformat.v4.new_code_cell(source.strip("\n"), id=cell_id)
         tags = list(cell.options.get("tags") or [])
         if cell.options.get("eval") is False:
             tags += ["skip-execution", "nbval-skip"]
@@ -58,9 +60,6 @@ def to_notebook(document: qmd.Document) -> nbformat.NotebookNode:
             code.metadata["tags"] = tags
         code.metadata["book"] = {"line": cell.line, **({"label": cell.label} if cell.label else {})}
         nb.cells.append(code)
-    for index, cell in enumerate(nb.cells):  # stable ids: re-executing a chapter changes only its outputs
-        label = cell.metadata.get("book", {}).get("label")
-        cell.id = f"{index:03d}-{label}"[:64] if label else f"{index:03d}"
     return nb
 
 
