@@ -51,8 +51,15 @@ test-unit:  ## pytest for llm/ and the build tools
 test-notebooks:  ## nbval: re-run every chapter and compare with its frozen outputs
 	$(PY) -m pytest -q $(NBVAL) _notebooks
 
-bench:  ## run the benchmarks (prints ratios against the references)
-	@for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: $(VENV)/.bench-installed  ## install the references (requirements-bench.txt), run every benchmark
+	@failed=; for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
+	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed"; exit 1; fi
+
+# --no-deps and --ignore-requires-python: requirements-bench.txt says why; the import proves nothing is missing
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps --ignore-requires-python -r requirements-bench.txt
+	$(PY) -c "import llms_from_scratch.ch04, llms_from_scratch.kv_cache.gpt2, llms_from_scratch.kv_cache.generate"
+	touch $@
 
 cold:  ## rebuild from nothing: forget frozen outputs and cached runs, then build
 	rm -rf _notebooks _cache _book

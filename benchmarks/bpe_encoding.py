@@ -16,10 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import llm.bpe  # noqa: E402
-from llm.bpe import GPT2_PATTERN, BPETokenizer, gpt2_tiktoken, load_bpe, save_bpe, train_bpe  # noqa: E402
+from llm.bpe import BPETokenizer, gpt2_tiktoken  # noqa: E402
+from llm.corpus import cached_tokenizer  # noqa: E402
 from llm.data import list_files, read_text  # noqa: E402
-from llm.repro import cached  # noqa: E402
 from llm.tokenizers import EOT  # noqa: E402
 
 DATA = ROOT / "data"
@@ -29,16 +28,9 @@ PYTHON_SLICE = 2_000_000  # characters for the (slow) pure-Python encoder
 
 
 def novel_tokenizer():
-    """The chapter's tokenizer: same cache name, config and code, so both share one cache entry."""
+    """BPE with 8,192 ids trained on every novel but the held-out one, cached under _cache/ like the book's runs."""
     train_names = [name for name in list_files("gutenberg-novels/*.txt", DATA) if name != HELD_OUT]
-
-    def build(directory: Path) -> None:
-        text = EOT.join(read_text(name, DATA) for name in train_names)
-        save_bpe(train_bpe(text, 8192), directory / "tokenizer.bpe")
-
-    config = {"vocab_size": 8192, "files": train_names, "specials": [EOT], "pattern": GPT2_PATTERN}
-    directory = cached("bpe-novels", config, build, code=[llm.bpe], root=ROOT / "_cache")
-    return load_bpe(directory / "tokenizer.bpe")
+    return cached_tokenizer(DATA, train_names, 8192, ROOT / "_cache")
 
 
 def best_seconds(encode, text: str) -> tuple[float, int]:

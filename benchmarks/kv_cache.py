@@ -53,7 +53,7 @@ def our_model(row_major: bool = False):
     from llm.model import GPT, GPTConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig.gpt2_124m(tie_weights=False)).eval()
+    model = GPT(GPTConfig.gpt2("124m", tie_weights=False)).eval()
     if row_major:  # same values, stored the way nn.Linear stores them
         for module in model.modules():
             if isinstance(module, torch.nn.Linear):

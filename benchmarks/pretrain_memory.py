@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from llm.corpus import load_corpus
-from llm.pretrain import build_model, load_run_config
+from llm.pretrain import load_run_config, run_model
 from llm.train import Trainer
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "gutenberg.yaml"
@@ -44,7 +44,7 @@ def main() -> None:
     corpus = load_corpus(Path(config.data.root), config.data.files, config.data.validation, config.data.vocab_size)
     stages.append((f"corpus: {len(corpus.train_ids) + len(corpus.val_ids):,} tokens", rss()))
     torch.manual_seed(0)
-    model = build_model(config.model, corpus.tokenizer.vocab_size)
+    model = run_model(config.model, corpus.tokenizer.vocab_size)
     n_params = sum(p.numel() for p in model.parameters())
     stages.append((f"model: {n_params / 1e6:.2f}M parameters", rss()))
     train_data, val_data = corpus.datasets(model.config.context_length)

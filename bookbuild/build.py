@@ -21,7 +21,7 @@ STAMP = ".build-stamp"
 
 
 def notebooks(project: Project, chapters=None, *, force: bool = False, log=print) -> dict[Chapter, object]:
-    """Executed notebooks for the chapters, running only those whose freeze is stale."""
+    """The chapters as notebooks to render: current text with outputs, executing only chapters whose freeze is stale."""
     result = {}
     for chapter in chapters or project.chapters:
         nb = None if force else execute.frozen(project, chapter)
@@ -88,9 +88,11 @@ def _line_of(project: Project, chapter: Chapter, needle: str) -> int | None:
 
 
 def _stamp(project: Project, formats) -> str:
-    """Everything the rendered output depends on, hashed: notebooks, renderer, config."""
+    """Everything the rendered output depends on, hashed: chapters (whose prose is not in the freeze key),
+    notebooks, renderer, config."""
     digest = hashlib.sha256(repr(sorted(formats)).encode())
     inputs = [project.root / "_quarto.yml", *sorted(Path(__file__).parent.rglob("*.*"))]
+    inputs += [project.root / c.path for c in project.chapters]
     inputs += [execute.notebook_path(project, c) for c in project.chapters]
     for path in inputs:
         if path.suffix != ".pyc":

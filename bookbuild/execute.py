@@ -2,10 +2,13 @@
 
 A chapter runs top to bottom in a fresh kernel whose working directory is the
 chapter's folder (as under Quarto). The executed notebook is written to
-`_notebooks/<chapter>.ipynb` together with a freeze key: a hash of the
-chapter and of every `llm` module it imports, directly or through other
-modules. While the key matches, the chapter is not executed again and the
-render uses the frozen outputs, like Quarto's `freeze: auto`.
+`_notebooks/<chapter>.ipynb` together with a freeze key: a hash of what the
+outputs depend on, namely the chapter's code cells, their options that change
+execution, and every `llm` module they import, directly or through other
+modules, all without comments and docstrings. While the key matches, the
+chapter is not executed again, like Quarto's `freeze: auto`; the render then
+shows the chapter's current text with the frozen outputs, so a prose,
+docstring or comment edit costs no re-execution.
 
 The frozen notebooks are also what nbval re-runs in CI.
 """
@@ -29,13 +32,17 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
+from llm.repro import llm_imports, module_closure, normalized_source
+
 from . import qmd
 from .project import Chapter, Project
 from .qmd import BookError
 
 # Bump when the way chapters are executed changes, to invalidate every freeze.
 EXECUTOR_VERSION = "1"
-_LLM_IMPORT = re.compile(r"^\s*(?:from\s+llm(?:\.(\w+))?\s+import\s+([\w\s,()]+)|import\s+llm\.(\w+))", re.M)
+# Cell options that change what runs or what is recorded; the others (fig-cap, echo, code-fold, ...) only change
+# how the render shows the cell, and the render reads them from the current text.
+KEYED_OPTIONS = ("eval", "tags", "label", "output", "include", "export")
 
 
 def to_notebook(document: qmd.Document) -> nbformat.NotebookNode:
@@ -63,40 +70,25 @@ def to_notebook(document: qmd.Document) -> nbformat.NotebookNode:
     return nb
 
 
-def imported_modules(project: Project, sources: list[str]) -> set[str]:
-    """Names of the llm modules these sources import, followed transitively."""
-    pending = set()
-    for source in sources:
-        pending |= _imports_in(source)
-    found: set[str] = set()
-    while pending:
-        module = pending.pop()
-        path = project.package_dir / f"{module}.py"
-        if module in found or not path.exists():
-            continue
-        found.add(module)
-        pending |= _imports_in(path.read_text(encoding="utf-8"))
-    return found
-
-
-def _imports_in(source: str) -> set[str]:
-    names = set()
-    for sub, imported, plain in _LLM_IMPORT.findall(source):
-        if sub or plain:
-            names.add(sub or plain)
-        else:  # from llm import bpe, model
-            names |= {n.strip() for n in imported.replace("(", "").replace(")", "").split(",") if n.strip()}
-    return names
-
-
 def freeze_key(project: Project, chapter: Chapter) -> str:
-    text = (project.root / chapter.path).read_text(encoding="utf-8")
-    document = qmd.read(project.root / chapter.path, text)
+    """The hash that decides whether the chapter's frozen outputs still hold (see the module docstring)."""
+    return _freeze_key(project, qmd.read(project.root / chapter.path))
+
+
+def _freeze_key(project: Project, document: qmd.Document) -> str:
     digest = hashlib.sha256(f"executor {EXECUTOR_VERSION}\n".encode())
-    digest.update(text.encode())
-    for module in sorted(imported_modules(project, [c.source for c in document.code_cells])):
-        digest.update(f"\nllm/{module}.py\n".encode())
-        digest.update((project.package_dir / f"{module}.py").read_bytes())
+    imported: set[str] = set()
+    for cell in document.code_cells:
+        options = {name: cell.options[name] for name in KEYED_OPTIONS if name in cell.options}
+        try:
+            code = normalized_source(cell.source)
+            imported |= llm_imports(cell.source)
+        except SyntaxError:  # not plain Python (an IPython magic): the text as written
+            code = cell.source
+        digest.update(f"\ncell {json.dumps(options, sort_keys=True, default=str)}\n{code}".encode())
+    for module in module_closure(imported, project.package_dir):
+        source = (project.package_dir / f"{module}.py").read_text(encoding="utf-8")
+        digest.update(f"\nllm/{module}.py\n{normalized_source(source)}".encode())
     return digest.hexdigest()
 
 
@@ -105,13 +97,24 @@ def notebook_path(project: Project, chapter: Chapter) -> Path:
 
 
 def frozen(project: Project, chapter: Chapter) -> nbformat.NotebookNode | None:
-    """The frozen notebook if it is up to date with the chapter and its imports."""
+    """The chapter as it reads now with the outputs of its frozen notebook, if the freeze is up to date.
+
+    The key covers every code cell, so the current and the frozen code cells correspond one to one; the markdown,
+    docstrings and comments come from the current text, which is what the render must show.
+    """
     path = notebook_path(project, chapter)
     if not path.exists():
         return None
-    nb = nbformat.read(path, as_version=4)
-    if nb.metadata.get("book", {}).get("freeze_key") != freeze_key(project, chapter):
+    document = qmd.read(project.root / chapter.path)
+    old = nbformat.read(path, as_version=4)
+    if old.metadata.get("book", {}).get("freeze_key") != _freeze_key(project, document):
         return None
+    nb = to_notebook(document)
+    nb.metadata = old.metadata
+    new_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    old_cells = [cell for cell in old.cells if cell.cell_type == "code"]
+    for new, run in zip(new_cells, old_cells, strict=True):
+        new.outputs, new.execution_count = run.outputs, run.execution_count
     return nb
 
 
@@ -121,8 +124,8 @@ def execute(project: Project, chapter: Chapter, log=print) -> nbformat.NotebookN
     On failure raise BookError pointing at the failing cell; the previous
     frozen notebook and figures are left untouched.
     """
-    key = freeze_key(project, chapter)
     document = qmd.read(project.root / chapter.path)
+    key = _freeze_key(project, document)
     nb = to_notebook(document)
     workdir = project.root / chapter.path.parent
     client = NotebookClient(nb, kernel_name="python3", timeout=None, allow_errors=False,

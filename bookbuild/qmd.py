@@ -18,6 +18,7 @@ import yaml
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>.*?)\s*$")
 _EXECUTABLE = re.compile(r"^\{\.?python\b[^}]*\}$")
 _OPTION = re.compile(r"^#\|\s?(.*)$")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class BookError(Exception):
@@ -70,17 +71,18 @@ def read(path: Path | str, text: str | None = None) -> Document:
     path = Path(path)
     if text is None:
         try:
-            text = path.read_text(encoding="utf-8")
+            data = path.read_bytes()
         except FileNotFoundError:
             raise BookError(path, None, "file not found") from None
-    lines = text.splitlines()
+        text = _decode(path, data)
+    lines = _lines(text)
     front, start = _front_matter(path, lines)
     cells: list[Cell] = []
     markdown: list[str] = []
     markdown_start = start + 1
     i = start
     while i < len(lines):
-        m = _FENCE.match(lines[i])
+        m = _fence(lines[i])
         if not m:
             markdown.append(lines[i])
             i += 1
@@ -102,16 +104,49 @@ def read(path: Path | str, text: str | None = None) -> Document:
     return Document(path, front, [c for c in cells if c.kind == "code" or c.source.strip()])
 
 
+def _decode(path: Path, data: bytes) -> str:
+    """The file's text; bytes that are not UTF-8 are a BookError at their line, not a UnicodeDecodeError."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = len(_LINE_BREAK.split(data[: e.start].decode("utf-8")))
+        raise BookError(path, line, f"is not valid UTF-8 (byte {data[e.start]:#04x}); save it as UTF-8") from None
+
+
+def _lines(text: str) -> list[str]:
+    r"""Split at \n, \r\n and \r only: the line breaks that editors, git and pandoc count.
+
+    `str.splitlines` also breaks at \v, \f, \x1c-\x1e, \x85, \u2028 and \u2029.
+    That shifted every line number reported after such a character, and cut
+    a line of code in two where Python sees none (\f is whitespace to it).
+    """
+    lines = _LINE_BREAK.split(text)
+    if lines[-1] == "":  # a final line break ends the last line; it does not begin another
+        lines.pop()
+    return lines
+
+
+def _fence(line: str) -> re.Match | None:
+    """The code fence that `line` opens, if any.
+
+    As in CommonMark, the info string of a backtick fence may not contain a
+    backtick, so prose such as "```{python}``` opens a cell" is inline code,
+    not a fence that swallows the rest of the chapter.
+    """
+    m = _FENCE.match(line)
+    if m and m.group("fence")[0] == "`" and "`" in m.group("info"):
+        return None
+    return m
+
+
 def _front_matter(path: Path, lines: list[str]) -> tuple[dict, int]:
     if not lines or lines[0].strip() != "---":
         return {}, 0
     for end in range(1, len(lines)):
         if lines[end].strip() in ("---", "..."):
-            try:
-                data = yaml.safe_load("\n".join(lines[1:end])) or {}
-            except yaml.YAMLError as e:
-                line = getattr(getattr(e, "problem_mark", None), "line", 0) + 2
-                raise BookError(path, line, f"invalid YAML front matter: {e}") from None
+            data = _load_yaml(path, "\n".join(lines[1:end]), 2, "invalid YAML front matter") or {}
+            if not isinstance(data, dict):  # Quarto and pandoc need a mapping, and so does every reader of it
+                raise BookError(path, 2, "front matter must be `key: value` lines")
             return data, end + 1
     raise BookError(path, 1, "front matter opened with --- is never closed")
 
@@ -132,20 +167,76 @@ def _code_cell(path: Path, fence_line: int, body: list[str]) -> Cell:
         if not m:
             break
         option_lines.append(m.group(1))
-    try:
-        options = yaml.safe_load("\n".join(option_lines)) if option_lines else {}
-    except yaml.YAMLError as e:
-        offset = getattr(getattr(e, "problem_mark", None), "line", 0)
-        raise BookError(path, fence_line + 1 + offset, f"invalid #| cell options: {_yaml_problem(e)}") from None
-    options = options or {}
+    options = {}
+    if option_lines:
+        options = _load_yaml(path, "\n".join(option_lines), fence_line + 1, "invalid #| cell options") or {}
     if not isinstance(options, dict):
         raise BookError(path, fence_line + 1, "#| cell options must be `key: value` lines")
     source = "\n".join(body[len(option_lines) :])
     return Cell("code", source, fence_line, path, options, option_lines)
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader whose every error is a YAMLError with a position, and which refuses cycles.
+
+    SafeLoader parses `2001-02-30`, `!!int abc` or `!!bool maybe` and then
+    fails to build the value with a bare ValueError, KeyError or
+    AttributeError that says neither what nor where.  And it loads
+    `&a [*a]` as a list that contains itself, which no later step can
+    compare, copy into a notebook or print.
+    """
+
+    _open_anchors: frozenset = frozenset()  # anchors of the nodes being composed
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self._open_anchors:
+            raise yaml.composer.ComposerError(
+                None, None, f"alias *{event.anchor} refers to a value that contains it", event.start_mark
+            )
+        if isinstance(event, yaml.AliasEvent) or event.anchor is None:
+            return super().compose_node(parent, index)
+        outer, self._open_anchors = self._open_anchors, self._open_anchors | {event.anchor}
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open_anchors = outer
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as e:  # whatever a constructor raises, the value is at fault
+            problem = "invalid value"
+            if isinstance(node.value, str):  # a scalar: name it and the type it failed to be
+                problem = f"{node.value!r} is not a valid {node.tag.rsplit(':', 1)[-1]}"
+            if isinstance(e, ValueError):  # e.g. "day is out of range for month"
+                problem += f" ({e})"
+            raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
+
+
+def _load_yaml(path: Path, text: str, first_line: int, what: str):
+    r"""Load YAML that starts at `first_line` of the file; any failure is a BookError at the line at fault.
+
+    The line is counted from the error's character index, not from its
+    `line`: YAML also breaks lines at \x85, \u2028 and \u2029, which are
+    ordinary characters within a line of a .qmd.
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        index = mark.index if mark else getattr(e, "position", 0)  # a ReaderError has only a position
+        problem = _yaml_problem(e)
+    except RecursionError:  # the composer recurses once per level of [[[...]]]
+        index, problem = 0, "nested too deeply"
+    offset = text.count("\n", 0, index)
+    raise BookError(path, first_line + offset, f"{what}: {problem}")
+
+
 def _yaml_problem(e: yaml.YAMLError) -> str:
-    return str(getattr(e, "problem", None) or e).strip()
+    return str(getattr(e, "problem", None) or e).strip().partition("\n")[0] or "invalid YAML"
 
 
 def _check_labels(path: Path, cells: list[Cell]) -> None:

@@ -25,6 +25,7 @@ import tiktoken
 from tqdm import tqdm
 
 from llm.data import read_manifest, verified_path
+from llm.errors import DataError
 from llm.tokenizers import EOT
 
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -266,7 +267,7 @@ def train_bpe(
 BPE_FILE_HEADER = "llm-bpe v1"
 
 
-class BPEFormatError(ValueError):
+class BPEFormatError(DataError):
     """A tokenizer file that cannot be read; the message starts with `file:line:`."""
 
 

@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm.errors import CheckpointError
+
 CHECKPOINT_FORMAT = 1
-
-
-class CheckpointError(Exception):
-    """A checkpoint file that is missing, unreadable or does not fit the run that wants to load it."""
 
 
 def rng_state() -> dict[str, Any]:

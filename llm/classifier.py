@@ -15,7 +15,7 @@ commands.
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 import json
 import os
 import random
@@ -25,22 +25,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm.bpe import BPETokenizer, load_bpe, save_bpe
-from llm.checkpoint import CheckpointError
-from llm.data import DataError
-from llm.finetune import (FinetuneConfig, add_run_arguments, config_from_dict, fit, fit_max_length, run_options,
-                          trainable_parameters)
+from llm.bpe import BPETokenizer, save_bpe
+from llm.config import from_mapping
+from llm.errors import CheckpointError, ConfigError, DataError
+from llm.finetune import (FinetuneCommand, FinetuneConfig, add_finetune_command, fit, fit_max_length,
+                          trainable_parameters, write_results)
 from llm.lora import apply_lora, merge_lora
-from llm.model import GPT, GPTConfig
-from llm.pretrain import load_model
+from llm.model import device_of
+from llm.modelio import (architecture_of, build_model, describe, load_weights, read_metadata, rebuild,
+                         tokenizer_beside, write_safetensors)
 from llm.tokenizers import EOT
-from llm.train import ConfigError
+from llm.train import add_device_argument, resolve_device
 
 
 @dataclass(frozen=True)
@@ -91,28 +90,6 @@ def balance(examples: Sequence[Example], seed: int) -> list[Example]:
     return [examples[i] for i in keep]
 
 
-def stratified_split(examples: Sequence[Example], fractions: Sequence[float], seed: int) -> list[list[Example]]:
-    """Shuffle each label's examples (seeded) and cut them by `fractions`; the last part takes the remainder.
-
-    Every part keeps the label proportions of the whole, and every part is shuffled.
-    """
-    if abs(sum(fractions) - 1) > 1e-9 or min(fractions) <= 0:
-        raise ValueError(f"split fractions must be positive and sum to 1, got {list(fractions)}")
-    rng = random.Random(seed)
-    parts: list[list[Example]] = [[] for _ in fractions]
-    for label in sorted({e.label for e in examples}):
-        group = [e for e in examples if e.label == label]
-        rng.shuffle(group)
-        start = 0
-        for i, fraction in enumerate(fractions):
-            end = len(group) if i == len(fractions) - 1 else start + int(fraction * len(group))
-            parts[i] += group[start:end]
-            start = end
-    for part in parts:
-        rng.shuffle(part)
-    return parts
-
-
 # -- chapters/05-classification.qmd :: classifier-batches --
 def encode_examples(examples: Sequence[Example], tokenizer: BPETokenizer, labels: Sequence[str],
                     max_length: int) -> list[tuple[list[int], int]]:
@@ -150,13 +127,14 @@ class GPTClassifier(nn.Module):
     cannot influence any real position.
     """
 
-    def __init__(self, gpt: GPT, labels: Sequence[str], pooling: str = "last"):
+    def __init__(self, gpt: nn.Module, labels: Sequence[str], pooling: str = "last", max_length: int | None = None):
         super().__init__()
         if pooling not in POOLINGS:
             raise ConfigError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         if len(set(labels)) != len(labels) or len(labels) < 2:
             raise ConfigError(f"a classifier needs at least two distinct labels, got {list(labels)}")
         self.gpt, self.labels, self.pooling = gpt, list(labels), pooling
+        self.max_length = max_length or gpt.config.context_length  # longer texts are cut to this many tokens
         gpt.lm_head = nn.Linear(gpt.config.d_model, len(labels))  # unties it from the token embedding
 
     def forward(self, ids: Tensor, lengths: Tensor) -> Tensor:
@@ -190,7 +168,7 @@ def set_trainable(classifier: GPTClassifier, layers: str) -> None:
 # -- chapters/05-classification.qmd :: classifier-loss --
 def classification_loss(model: GPTClassifier, batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict]:
     """Mean cross-entropy of the batch, and its accuracy."""
-    ids, lengths, labels = (t.to(_device(model)) for t in batch)
+    ids, lengths, labels = (t.to(device_of(model)) for t in batch)
     logits = model(ids, lengths)
     accuracy = (logits.argmax(dim=-1) == labels).float().mean().item()
     return F.cross_entropy(logits, labels), {"accuracy": accuracy}
@@ -201,7 +179,7 @@ def predict(model: GPTClassifier, encoded: Sequence[tuple[list[int], int]], pad_
             batch_size: int = 32) -> Tensor:
     """Logits[N, labels] for encoded examples, in order."""
     model.eval()
-    device = _device(model)
+    device = device_of(model)
     logits = []
     for start in range(0, len(encoded), batch_size):
         ids, lengths, _ = collate_classification(encoded[start : start + batch_size], pad_id)
@@ -218,10 +196,6 @@ def classification_metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
 def confusion_matrix(predicted: Tensor, actual: Tensor, n_labels: int) -> Tensor:
     """counts[actual, predicted]."""
     return torch.bincount(actual * n_labels + predicted, minlength=n_labels**2).view(n_labels, n_labels)
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 # -- chapters/05-classification.qmd :: classifier-recipe --
@@ -247,13 +221,15 @@ class ClassifierConfig:
     train: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
-def build_classifier(gpt: GPT, config: ClassifierConfig) -> GPTClassifier:
-    """The pretrained `gpt` with a fresh head for `config.labels`, its trainable parts chosen by the config."""
+def build_classifier(gpt: nn.Module, config: ClassifierConfig) -> GPTClassifier:
+    """A copy of the pretrained `gpt` with a fresh head for `config.labels`, its trainable parts chosen by the
+    config; `gpt` itself is left as it was."""
     if config.dropout != gpt.config.dropout:  # dropout layers are built by the constructor: rebuild, same weights
-        weights = gpt.state_dict()
-        gpt = GPT(dataclasses.replace(gpt.config, dropout=config.dropout))
-        gpt.load_state_dict(weights)
-    classifier = GPTClassifier(gpt, config.labels, config.pooling)
+        copied = build_model(architecture_of(gpt), {**asdict(gpt.config), "dropout": config.dropout})
+        copied.load_state_dict(gpt.state_dict())
+    else:
+        copied = copy.deepcopy(gpt)
+    classifier = GPTClassifier(copied, config.labels, config.pooling, config.max_length)
     if config.lora.rank:
         classifier.requires_grad_(False)
         apply_lora(classifier.gpt.blocks, config.lora.rank, config.lora.alpha, config.lora.dropout)
@@ -263,11 +239,12 @@ def build_classifier(gpt: GPT, config: ClassifierConfig) -> GPTClassifier:
     return classifier
 
 
-def finetune_classifier(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, Sequence[Example]],
+def finetune_classifier(gpt: nn.Module, tokenizer: BPETokenizer, splits: dict[str, Sequence[Example]],
                         config: ClassifierConfig, out_dir: Path) -> dict[str, Any]:
-    """Train a classifier on splits["train"], evaluating on splits["validation"] after every epoch, then score
-    every split with the final model and save it (adapters merged) to `out_dir`. Returns the results."""
-    config = config_from_dict(ClassifierConfig, asdict(config))  # a copy: filling in labels must not leak
+    """Train a classifier on a copy of `gpt` on splits["train"], evaluating on splits["validation"] after every
+    epoch, then score every split with the final model and save it (adapters merged) to `out_dir`. Returns the
+    results; `gpt` is not changed."""
+    config = from_mapping(ClassifierConfig, asdict(config))  # a copy: filling in labels must not leak
     if not config.labels:
         config.labels = sorted({e.label for e in splits["train"]})
     config.max_length = fit_max_length(config.max_length, gpt.config.context_length)
@@ -276,7 +253,7 @@ def finetune_classifier(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, Seq
                for name, part in splits.items()}
     truth = {name: torch.tensor([label for _, label in part], dtype=torch.long) for name, part in encoded.items()}
     torch.manual_seed(config.train.seed)  # the head's initial weights
-    classifier = build_classifier(gpt, config)
+    classifier = build_classifier(gpt, config).to(resolve_device(config.train.device))
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         metrics = classification_metrics(predict(model, encoded["validation"], pad_id), truth["validation"])
@@ -292,84 +269,88 @@ def finetune_classifier(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, Seq
                "metrics": {name: classification_metrics(logits[name], truth[name]) for name in encoded},
                "predictions": {name: logits[name].argmax(dim=-1).tolist() for name in encoded}}
     save_classifier(classifier, tokenizer, out_dir)
-    (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=1))
+    write_results(out_dir, results)
     return results
 
 
 # -- chapters/05-classification.qmd :: classifier-save --
 def save_classifier(classifier: GPTClassifier, tokenizer: BPETokenizer, out_dir: str | os.PathLike) -> None:
-    """Write classifier.safetensors (weights, GPT config, labels, pooling) and tokenizer.bpe into `out_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metadata = {"model_config": json.dumps(asdict(classifier.gpt.config)),
-                "labels": json.dumps(classifier.labels), "pooling": classifier.pooling}
-    safetensors.torch.save_model(classifier, str(out_dir / "classifier.safetensors"), metadata=metadata)
-    save_bpe(tokenizer, out_dir / "tokenizer.bpe")
+    """Write classifier.safetensors and tokenizer.bpe into `out_dir`. The metadata describes the pretrained
+    network as `llm.modelio` does (architecture and config) and adds the labels, the pooling and the max_length
+    the classifier was trained with, which prediction reuses."""
+    metadata = {**describe(classifier.gpt), "labels": json.dumps(classifier.labels), "pooling": classifier.pooling,
+                "max_length": str(classifier.max_length)}
+    write_safetensors(classifier, Path(out_dir) / "classifier.safetensors", metadata)
+    save_bpe(tokenizer, Path(out_dir) / "tokenizer.bpe")
 
 
 def load_classifier(directory: str | os.PathLike) -> tuple[GPTClassifier, BPETokenizer]:
     """A classifier saved by `save_classifier`, ready for prediction."""
     path = Path(directory) / "classifier.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"classifier not found: {path}")
-    try:
-        with safetensors.safe_open(str(path), "pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as e:  # safetensors reports a foreign file with several error types
-        raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
-    missing = [key for key in ("model_config", "labels", "pooling") if key not in metadata]
+    metadata = read_metadata(path)
+    missing = [key for key in ("labels", "pooling", "max_length") if key not in metadata]
     if missing:
-        raise CheckpointError(f"{path} lacks metadata {', '.join(missing)}; was it written by save_classifier?")
-    classifier = GPTClassifier(GPT(GPTConfig(**json.loads(metadata["model_config"]))),
-                               json.loads(metadata["labels"]), metadata["pooling"])
-    safetensors.torch.load_model(classifier, str(path))
-    return classifier.eval(), load_bpe(Path(directory) / "tokenizer.bpe")
+        raise CheckpointError(f"{path}: no {', '.join(missing)} in its metadata (was it written by save_classifier?)")
+    classifier = GPTClassifier(rebuild(path, metadata), json.loads(metadata["labels"]), metadata["pooling"],
+                               int(metadata["max_length"]))
+    load_weights(classifier, path)
+    return classifier.eval(), tokenizer_beside(path)
 
 
 # -- chapters/05-classification.qmd :: classifier-classify --
 @torch.no_grad()
-def label_probabilities(classifier: GPTClassifier, tokenizer: BPETokenizer, text: str,
-                        max_length: int | None = None) -> dict[str, float]:
-    """The classifier's probability for each label of `text` (cut to `max_length` tokens, default the context)."""
-    max_length = max_length or classifier.gpt.config.context_length
-    ids = tokenizer.to_tiktoken().encode_ordinary(text)[:max_length] or [tokenizer.special_ids[EOT]]
-    device = _device(classifier)
+def label_probabilities(classifier: GPTClassifier, tokenizer: BPETokenizer, text: str) -> dict[str, float]:
+    """The classifier's probability for each label of `text`, cut to the max_length it was trained with."""
+    ids = tokenizer.to_tiktoken().encode_ordinary(text)[:classifier.max_length] or [tokenizer.special_ids[EOT]]
+    device = device_of(classifier)
     logits = classifier.eval()(torch.tensor([ids], device=device), torch.tensor([len(ids)], device=device))
     return dict(zip(classifier.labels, logits[0].softmax(dim=-1).tolist()))
 
 
-def classify(classifier: GPTClassifier, tokenizer: BPETokenizer, text: str, max_length: int | None = None) -> str:
+def classify(classifier: GPTClassifier, tokenizer: BPETokenizer, text: str) -> str:
     """The most likely label of `text`."""
-    probabilities = label_probabilities(classifier, tokenizer, text, max_length)
+    probabilities = label_probabilities(classifier, tokenizer, text)
     return max(probabilities, key=probabilities.get)
 
 
 # -- chapters/05-classification.qmd :: classifier-cli --
-def finetune_classifier_command(args: argparse.Namespace) -> None:
-    """`llm finetune-classifier`: read the config, apply the flags, load data and model, train, save."""
-    run, values = run_options(args, "pretrained", {"train_layers": args.train_layers, "lora.rank": args.lora_rank,
-                                                   "train.batch_size": args.batch_size})
-    config = config_from_dict(ClassifierConfig, values)
-    examples = read_labelled_file(run["data"])
-    if config.labels:
-        unknown = sorted({e.label for e in examples} - set(config.labels))
-        if unknown:
-            raise DataError(f"{run['data']}: label(s) {', '.join(unknown)} do not match the head's labels "
-                            f"{', '.join(config.labels)}")
-    seed = run.get("split_seed", 123)
-    if run.get("balance", True):
-        examples = balance(examples, seed)
-    parts = stratified_split(examples, (0.7, 0.1, 0.2), seed)
-    gpt, tokenizer = load_model(run["pretrained"])
-    results = finetune_classifier(gpt, tokenizer, dict(zip(["train", "validation", "test"], parts)), config,
-                                  Path(run["out_dir"]))
-    accuracies = ", ".join(f"{name} {m['accuracy']:.2%}" for name, m in results["metrics"].items())
-    print(f"accuracy: {accuracies}; classifier written to {run['out_dir']}")
+def check_labels(examples: Sequence[Example], labels: Sequence[str], source: str) -> None:
+    """DataError naming `source` if the examples carry a label outside `labels` (an empty list allows any)."""
+    unknown = sorted({e.label for e in examples} - set(labels)) if labels else []
+    if unknown:
+        raise DataError(f"{source}: label(s) {', '.join(unknown)} do not match the classifier's labels "
+                        f"{', '.join(labels)}")
+
+
+def prepare_examples(examples: list[Example], config: ClassifierConfig, run: dict[str, Any]) -> list[Example]:
+    """Check the labels against the config's and balance the classes unless the config says `balance: false`."""
+    check_labels(examples, config.labels, run["data"])
+    return balance(examples, run["split_seed"]) if run["balance"] else examples
+
+
+def accuracy_summary(results: dict[str, Any]) -> str:
+    return "accuracy: " + ", ".join(f"{name} {m['accuracy']:.2%}" for name, m in results["metrics"].items())
+
+
+FINETUNE_CLASSIFIER = FinetuneCommand(
+    name="finetune-classifier", help="finetune a pretrained model to classify text",
+    description="Put a classification head on a pretrained model and finetune it on a label<TAB>text file, "
+    "balanced and split 70/10/20. Options come from --config (YAML: pretrained, data, out_dir and the fields of "
+    "ClassifierConfig) and are overridden by flags.",
+    model_option="pretrained", helps={"pretrained": "model.safetensors of a pretrained run",
+                                      "data": "labelled texts, one 'label<TAB>text' per line",
+                                      "out_dir": "where to write the classifier"},
+    config_class=ClassifierConfig, read_data=read_labelled_file, fractions=(0.7, 0.1, 0.2),
+    train=finetune_classifier, summary=accuracy_summary,
+    overrides=lambda args: {"train_layers": args.train_layers, "lora.rank": args.lora_rank,
+                            "train.batch_size": args.batch_size},
+    prepare=prepare_examples, stratify=lambda example: example.label)
 
 
 def classify_command(args: argparse.Namespace) -> None:
     """`llm classify`: label texts given as arguments, or score a labelled file."""
     classifier, tokenizer = load_classifier(args.classifier)
+    classifier.to(resolve_device(args.device))
     if args.data is None:
         if not args.texts:
             raise ConfigError("give texts to classify or --data FILE")
@@ -377,11 +358,8 @@ def classify_command(args: argparse.Namespace) -> None:
             print(f"{classify(classifier, tokenizer, text)}\t{text}")
         return
     examples = read_labelled_file(args.data)
-    unknown = sorted({e.label for e in examples} - set(classifier.labels))
-    if unknown:
-        raise DataError(f"{args.data}: label(s) {', '.join(unknown)} do not match the classifier's labels "
-                        f"{', '.join(classifier.labels)}")
-    encoded = encode_examples(examples, tokenizer, classifier.labels, classifier.gpt.config.context_length)
+    check_labels(examples, classifier.labels, args.data)
+    encoded = encode_examples(examples, tokenizer, classifier.labels, classifier.max_length)
     metrics = classification_metrics(predict(classifier, encoded, tokenizer.special_ids[EOT]),
                                      torch.tensor([label for _, label in encoded]))
     print(f"{len(examples)} examples: accuracy {metrics['accuracy']:.2%}, loss {metrics['loss']:.4f}")
@@ -389,22 +367,15 @@ def classify_command(args: argparse.Namespace) -> None:
 
 def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
     """Register `finetune-classifier` and `classify` with the `llm` command line."""
-    train = subparsers.add_parser(
-        "finetune-classifier", help="finetune a pretrained model to classify text",
-        description="Put a classification head on a pretrained model and finetune it on a label<TAB>text file, "
-        "balanced and split 70/10/20. Options come from --config (YAML: pretrained, data, out_dir and the fields "
-        "of ClassifierConfig) and are overridden by flags.")
-    add_run_arguments(train, "pretrained", model_help="model.safetensors of a pretrained run",
-                      data_help="labelled texts, one 'label<TAB>text' per line",
-                      out_help="where to write the classifier")
+    train = add_finetune_command(subparsers, FINETUNE_CLASSIFIER)
     train.add_argument("--train-layers", metavar="WHICH", help="all, head or last-N")
     train.add_argument("--lora-rank", type=int, metavar="R", help="train rank-R adapters instead (0: none)")
     train.add_argument("--batch-size", type=int, metavar="N", help="examples per step")
-    train.set_defaults(handler=finetune_classifier_command)
 
     run = subparsers.add_parser("classify", help="label texts with a finetuned classifier",
                                 description="Print the label of each TEXT, or the accuracy on a labelled file.")
     run.add_argument("--classifier", required=True, metavar="DIR", help="directory written by finetune-classifier")
     run.add_argument("--data", metavar="FILE", help="score this label<TAB>text file instead")
     run.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify")
+    add_device_argument(run)
     run.set_defaults(handler=classify_command)

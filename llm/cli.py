@@ -14,24 +14,20 @@ on stderr that names the problem and exit status 2, not a traceback.
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
 from dataclasses import replace
 from typing import Sequence
 
 import torch
-import yaml
 
-import llm
-from llm.bpe import BPEFormatError
-from llm.checkpoint import CheckpointError
-from llm.data import DataError
-from llm.pretrain import load_model, load_run_config, pretrain
+from llm.errors import ConfigError, LLMError
+from llm.modelio import load_model
+from llm.plugins import import_package_modules
+from llm.pretrain import load_run_config, pretrain
 from llm.sampling import Sampler, complete
-from llm.train import ConfigError, resolve_device
+from llm.train import add_device_argument, resolve_device
 
-USER_ERRORS = (ConfigError, CheckpointError, DataError, BPEFormatError, OSError, yaml.YAMLError)
+USER_ERRORS = (LLMError, OSError)  # reported as one line; anything else is a bug and keeps its traceback
 
 
 def positive_int(text: str) -> int:
@@ -49,14 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model from a config file",
                                 description="Train a model as described by a YAML or JSON config file with "
                                 "sections data, model, train and samples (see configs/). Under "
-                                "`torchrun --nproc_per_node=N -m llm train ...` it trains on N processes.")
+                                "`torchrun --nproc_per_node=N -m llm train ...` it trains on N processes, and "
+                                "with torchrun's --nnodes and --rdzv-endpoint on several machines.")
     train.add_argument("--config", required=True, metavar="FILE",
                        help="the run config; relative paths inside it are relative to the file")
     train.add_argument("--resume", action="store_true",
                        help="continue the run from OUT_DIR/checkpoint.pt exactly where it stopped")
     train.add_argument("--out-dir", metavar="DIR", help="write the run here instead of the config's train.out_dir")
-    train.add_argument("--device", metavar="DEVICE",
-                       help="auto, cpu, cuda or cuda:N, overriding train.device (auto picks CUDA when present)")
+    add_device_argument(train, default=None)
     train.add_argument("--max-steps", type=positive_int, metavar="N", help="override train.max_steps")
     train.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
 
@@ -78,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="seed of the sampler: the same seed gives the same text (default: 0)")
     generate.add_argument("--num-samples", type=positive_int, default=1, metavar="N",
                           help="how many continuations to write (default: 1)")
-    generate.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda or cuda:N")
+    add_device_argument(generate)
     train.set_defaults(handler=train_command)
     generate.set_defaults(handler=generate_command)
     add_package_commands(commands)
@@ -87,11 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_package_commands(commands: argparse._SubParsersAction) -> None:
     """Let every module of the package that defines `add_cli_command` register its subcommands."""
-    for module in pkgutil.iter_modules(llm.__path__, prefix="llm."):
-        if module.name not in (__name__, "llm.__main__"):
-            add_command = getattr(importlib.import_module(module.name), "add_cli_command", None)
-            if add_command is not None:
-                add_command(commands)
+    for module in import_package_modules():
+        add_command = getattr(module, "add_cli_command", None)
+        if add_command is not None:
+            add_command(commands)
 
 
 def train_command(args: argparse.Namespace) -> None:

@@ -20,7 +20,6 @@ from typing import Sequence
 
 import torch
 
-import llm.bpe
 from llm.bpe import BPETokenizer, load_bpe, save_bpe, train_bpe
 from llm.data import list_files, read_manifest, read_text
 from llm.dataset import SlidingWindowDataset
@@ -44,8 +43,8 @@ def split_documents(names: Sequence[str], validation: Sequence[str]) -> tuple[li
 def cached_tokenizer(root: Path, names: Sequence[str], vocab_size: int, cache: Path | None = None) -> BPETokenizer:
     """BPE with `vocab_size` ids trained on the documents `names` under `root`, joined by <|endoftext|>.
 
-    Trained once and kept by `llm.repro.cached`, keyed by the documents' checksums (not their paths) and the BPE
-    code, so every chapter that asks for the same tokenizer gets the same files.
+    Trained once and kept by `llm.repro.cached`, keyed by the documents' checksums (not their paths) and the code
+    `build` runs, so every chapter that asks for the same tokenizer gets the same files.
     """
     manifest = read_manifest(root)
 
@@ -54,7 +53,7 @@ def cached_tokenizer(root: Path, names: Sequence[str], vocab_size: int, cache: P
         save_bpe(train_bpe(text, vocab_size), directory / "tokenizer.bpe")
 
     key = {"vocab_size": vocab_size, "documents": {name: manifest[name] for name in names}}
-    return load_bpe(cached("bpe", key, build, code=[llm.bpe], root=cache) / "tokenizer.bpe")
+    return load_bpe(cached("bpe", key, build, root=cache) / "tokenizer.bpe")
 
 
 # -- chapters/04-pretraining.qmd :: pretrain-corpus --

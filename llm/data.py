@@ -16,12 +16,10 @@ import hashlib
 import re
 from pathlib import Path
 
+from llm.errors import DataError
+
 MANIFEST = "SHA256SUMS"
 _MANIFEST_LINE = re.compile(r"(?P<digest>[0-9a-f]{64}) [ *](?P<name>.+)")
-
-
-class DataError(ValueError):
-    """A data file is missing, not listed in the manifest, not what the manifest says, or not decodable."""
 
 
 def read_manifest(root: Path) -> dict[str, str]:

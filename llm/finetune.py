@@ -3,34 +3,38 @@
 
 
 # -- chapters/05-classification.qmd :: finetune-module --
-"""One training loop for every finetuning recipe in the book: classification, instructions and preferences.
+"""One training loop and one command recipe for every finetune in the book: classification, instructions and
+preferences.
 
 Finetuning differs from pretraining in scale (hundreds of examples, a few epochs) and in shape (examples of
 different lengths, padded per batch; losses other than next-token prediction at every position). `fit` takes the
 recipe-specific parts as arguments (how to batch examples, how to score a batch, how to evaluate) and shares the
-rest with pretraining: AdamW with decay on matrices only, linear warmup then cosine decay, gradient clipping.
+rest with pretraining: AdamW with decay on matrices only, linear warmup then cosine decay, gradient clipping. On the
+command line, `run_finetune` does what every finetuning command does, in the same order; a `FinetuneCommand` names
+only what differs.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
+import json
 import os
 import time
-import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
-from llm.pretrain import read_config_file
-from llm.train import ConfigError, TrainConfig, lr_at, param_groups
-
-LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
+from llm.config import coerce, from_mapping, read_config_file, require
+from llm.errors import ConfigError
+from llm.modelio import load_model
+from llm.splits import split
+from llm.train import DEVICE_NAMES, LossFn, add_device_argument, is_device_name, lr_at, param_groups, resolve_device
 
 
 @dataclass
@@ -46,43 +50,21 @@ class FinetuneConfig:
     grad_clip: float = 1.0         # max global gradient norm; 0 disables clipping
     eval_interval: int = 0         # optimizer steps between evaluations; 0 means once per epoch
     seed: int = 0                  # data order and dropout
+    device: str = "auto"           # see llm.train.DEVICE_NAMES
 
     def __post_init__(self) -> None:
-        for name in ["epochs", "batch_size"]:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ["warmup_steps", "eval_interval", "seed"]:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        if not self.lr > 0 or not 0 <= self.min_lr <= self.lr:
-            raise ConfigError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr!r}, min_lr={self.min_lr!r}")
-
-    def schedule(self, total_steps: int) -> TrainConfig:
-        """The learning-rate schedule of `total_steps` steps, in the form chapter 4's `lr_at` reads."""
-        return TrainConfig(max_steps=total_steps, lr=self.lr, min_lr=self.min_lr,
-                           warmup_steps=min(self.warmup_steps, total_steps), progress=False)
+        require(self, ["epochs", "batch_size"], lambda v: v >= 1, "must be at least 1")
+        require(self, ["warmup_steps", "eval_interval", "seed", "weight_decay", "grad_clip"], lambda v: v >= 0,
+                "must be >= 0")
+        require(self, ["lr"], lambda v: v > 0, "must be > 0")
+        require(self, ["min_lr"], lambda v: 0 <= v <= self.lr, f"must be between 0 and lr={self.lr}")
+        require(self, ["device"], is_device_name, f"must be {DEVICE_NAMES}")
 
 
-def config_from_dict(kind: type, values: Any, where: str = "") -> Any:
-    """An instance of the dataclass `kind` from parsed YAML or JSON, recursing into fields that are dataclasses.
-
-    Unknown or missing options raise ConfigError naming the option and the section (`where`).
-    """
-    section = f"{where}: " if where else ""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{section}expected a mapping of options, got {values!r}")
-    hints = typing.get_type_hints(kind)
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(kind)})
-    if unknown:
-        raise ConfigError(f"{section}unknown option(s) {', '.join(unknown)}")
-    options = {}
-    for name, value in values.items():
-        nested = dataclasses.is_dataclass(hints[name])
-        options[name] = config_from_dict(hints[name], value, f"{where}.{name}" if where else name) if nested else value
-    try:
-        return kind(**options)
-    except TypeError as e:  # a required option is missing
-        raise ConfigError(f"{section}{e}") from None
+def on_device(model: nn.Module, config: FinetuneConfig) -> nn.Module:
+    """A copy of `model` on the device `config` asks for. Every finetune trains such a copy and never changes the
+    model it is given, so one loaded model can start several runs."""
+    return copy.deepcopy(model).to(resolve_device(config.device))
 
 
 def fit_max_length(max_length: int | None, context_length: int) -> int:
@@ -102,18 +84,21 @@ def trainable_parameters(model: nn.Module) -> int:
 def fit(model: nn.Module, examples: Sequence[Any], collate: Callable[[list[Any]], Any], loss_fn: LossFn,
         config: FinetuneConfig, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
         ) -> list[dict[str, float]]:
-    """Train the parameters of `model` that require grad on `examples`; return one record per evaluation.
+    """Train the parameters of `model` that require grad on `examples`, in place, on the device `config` names
+    (the model is moved there); return one record per evaluation.
 
     Each epoch visits the examples in a fresh seeded order, `batch_size` at a time, batched by `collate`.
     `loss_fn(model, batch)` returns the loss to minimise and metrics to log (floats). Records hold the step, the
     epoch, training seconds so far, the running means of the loss and metrics since the previous record (prefixed
     `train_`) and whatever `evaluate(model)` returns; a first record before training holds only the evaluation.
     """
+    model.to(resolve_device(config.device))
     torch.manual_seed(config.seed)  # dropout masks
     loader = DataLoader(list(examples), batch_size=config.batch_size, shuffle=True, collate_fn=collate,
                         generator=torch.Generator().manual_seed(config.seed))
     total_steps = config.epochs * len(loader)
-    schedule = config.schedule(total_steps)
+    schedule = {"lr": config.lr, "min_lr": config.min_lr, "warmup_steps": min(config.warmup_steps, total_steps),
+                "max_steps": total_steps}
     eval_interval = config.eval_interval or len(loader)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     parameters = [p for group in optimizer.param_groups for p in group["params"]]
@@ -134,7 +119,7 @@ def fit(model: nn.Module, examples: Sequence[Any], collate: Callable[[list[Any]]
         for batch in loader:
             started = time.perf_counter()
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, schedule)
+                group["lr"] = lr_at(step, **schedule)
             loss, metrics = loss_fn(model, batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -154,25 +139,17 @@ def fit(model: nn.Module, examples: Sequence[Any], collate: Callable[[list[Any]]
 
 
 # -- chapters/05-classification.qmd :: finetune-cli --
-def read_options(path: str | os.PathLike) -> dict[str, Any]:
-    """A YAML (or JSON) file holding a mapping of options (read as @sec-pretraining's configs are); errors name
-    the file."""
-    values = read_config_file(path)
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected a mapping of options")
-    return values
-
-
 def add_run_arguments(parser: argparse.ArgumentParser, model: str, model_help: str, data_help: str,
                       out_help: str) -> None:
     """The flags every finetuning command shares: --config, the starting model (--`model`), the data, where to
-    write the result, and the two hyperparameters changed most often. `run_options` reads them back."""
+    write the result, the device, and the two hyperparameters changed most often. `run_options` reads them back."""
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON config; paths in it are relative to it")
     parser.add_argument(f"--{model}", metavar="FILE", help=model_help)
     parser.add_argument("--data", metavar="FILE", help=data_help)
     parser.add_argument("--out-dir", metavar="DIR", help=out_help)
     parser.add_argument("--epochs", type=int, metavar="N", help="passes over the training split")
     parser.add_argument("--lr", type=float, metavar="LR", help="peak learning rate")
+    add_device_argument(parser, default=None)
 
 
 def run_options(args: argparse.Namespace, model: str, overrides: dict[str, Any]
@@ -183,12 +160,12 @@ def run_options(args: argparse.Namespace, model: str, overrides: dict[str, Any]
     data (split_seed, balance); everything else is the recipe. A flag that was given (not None) wins over the
     file; dotted names such as "train.lr" reach into sections."""
     required = [model, "data", "out_dir"]
-    overrides = {model: getattr(args, model), "data": args.data, "out_dir": args.out_dir,
-                 "train.epochs": args.epochs, "train.lr": args.lr, **overrides}
-    values = read_options(args.config) if args.config else {}
+    flags = {model: getattr(args, model), "data": args.data, "out_dir": args.out_dir, "train.epochs": args.epochs,
+             "train.lr": args.lr, "train.device": args.device, **overrides}
+    values = read_config_file(args.config) if args.config else {}
     base = Path(args.config).parent if args.config else Path(".")
     run = {key: values.pop(key) for key in [*required, "split_seed", "balance"] if key in values}
-    for name, value in overrides.items():
+    for name, value in flags.items():
         if value is None:
             continue
         if name in required:
@@ -201,7 +178,67 @@ def run_options(args: argparse.Namespace, model: str, overrides: dict[str, Any]
         section[leaf] = value
     for key in required:
         if key not in run:
-            raise ConfigError(f"{args.config or 'the command line'}: missing {key!r} (or --{key.replace('_', '-')})")
-        if overrides[key] is None:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(f"{args.config or 'the command line'}: {key}: missing (or give {flag})")
+        if flags[key] is None:
             run[key] = str(base / run[key])
     return run, values
+
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class FinetuneCommand:
+    """What one finetuning subcommand adds to the recipe that `run_finetune` shares between them all."""
+
+    name: str                      # the subcommand, e.g. "finetune-classifier"
+    help: str                      # one line for `llm --help`
+    description: str               # the paragraph of `llm NAME --help`
+    model_option: str              # the option naming the starting model: "pretrained" or "model"
+    helps: dict[str, str]          # help texts of the model option, "data" and "out_dir"
+    config_class: type             # the recipe's dataclass, filled from --config and the flags
+    read_data: Callable[[str], list]                              # data file -> examples
+    fractions: tuple[float, float, float]                         # train, validation, test
+    train: Callable[..., dict[str, Any]]                          # (model, tokenizer, splits, config, out_dir)
+    summary: Callable[[dict[str, Any]], str]                      # results -> one line for the terminal
+    overrides: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}  # the command's own flags
+    prepare: Callable[[list, Any, dict[str, Any]], list] | None = None  # (examples, config, run options)
+    stratify: Callable[[Any], Any] | None = None                  # split within each value of this key
+
+
+def add_finetune_command(subparsers: argparse._SubParsersAction, command: FinetuneCommand
+                         ) -> argparse.ArgumentParser:
+    """Register `command` with the shared flags; the caller adds its own flags to the parser returned."""
+    parser = subparsers.add_parser(command.name, help=command.help, description=command.description)
+    add_run_arguments(parser, command.model_option, model_help=command.helps[command.model_option],
+                      data_help=command.helps["data"], out_help=command.helps["out_dir"])
+    parser.set_defaults(handler=lambda args: run_finetune(args, command))
+    return parser
+
+
+def run_finetune(args: argparse.Namespace, command: FinetuneCommand) -> None:
+    """Options, data, split, starting model, training, saving and a one-line report, for any finetune."""
+    run, values = run_options(args, command.model_option, command.overrides(args))
+    try:
+        config = from_mapping(command.config_class, values)
+        run["split_seed"] = coerce(run.get("split_seed", 123), int, "split_seed")
+        run["balance"] = coerce(run.get("balance", True), bool, "balance")
+    except ConfigError as e:
+        raise ConfigError(f"{args.config or 'the command line'}: {e}") from None
+    examples = command.read_data(run["data"])
+    if command.prepare is not None:
+        examples = command.prepare(examples, config, run)
+    parts = split(examples, command.fractions, run["split_seed"], key=command.stratify)
+    model, tokenizer = load_model(run[command.model_option])
+    results = command.train(model, tokenizer, dict(zip(SPLIT_NAMES, parts)), config, Path(run["out_dir"]))
+    print(f"{command.summary(results)}; written to {run['out_dir']}")
+
+
+def write_results(out_dir: str | os.PathLike, results: dict[str, Any]) -> None:
+    """results.json of a finetuned run, written atomically."""
+    path = Path(out_dir) / "results.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(results, indent=1))
+    os.replace(tmp, path)

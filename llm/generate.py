@@ -17,7 +17,7 @@ import torch
 
 from llm.model import GPT
 
-Sampler = Callable[[torch.Tensor], torch.Tensor]
+PickToken = Callable[[torch.Tensor], torch.Tensor]  # logits[batch, vocab] -> ids[batch, 1]
 
 
 def greedy(logits: torch.Tensor) -> torch.Tensor:
@@ -27,7 +27,7 @@ def greedy(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(model: GPT, idx: torch.Tensor, max_new_tokens: int, *, use_cache: bool = True,
-             sample: Sampler | None = None, eos_id: int | None = None) -> torch.Tensor:
+             sample: PickToken | None = None, eos_id: int | None = None) -> torch.Tensor:
     """Extend token ids [batch, T] by up to `max_new_tokens` tokens; return [batch, T + generated].
 
     The model sees at most its last context_length tokens. `sample` maps the last position's logits [batch, vocab]

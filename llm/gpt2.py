@@ -20,9 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from llm.model import GPT, GPTConfig
+from llm.errors import CheckpointError
+from llm.model import GPT, GPT2_SIZES, GPTConfig
 
-HEADS_BY_WIDTH = {768: 12, 1024: 16, 1280: 20, 1600: 25}  # the four released sizes
+HEADS_BY_WIDTH = {size["d_model"]: size["n_head"] for size in GPT2_SIZES.values()}  # widths are unique
 BLOCK_TENSORS = {  # Hugging Face name within block i -> ours
     "ln_1.weight": "ln_1.weight", "ln_1.bias": "ln_1.bias",
     "attn.c_attn.weight": "attn.qkv.weight", "attn.c_attn.bias": "attn.qkv.bias",
@@ -33,10 +34,6 @@ BLOCK_TENSORS = {  # Hugging Face name within block i -> ours
 }
 CONV1D_WEIGHTS = {"attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"}  # [in, out]
 MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(masked_)?bias")  # attention-mask constants some exports include
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is unreadable or does not match GPT-2's layout; the message names the file and the tensor."""
 
 
 def hf_gpt2_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,12 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm.bpe import BPETokenizer, save_bpe
-from llm.data import DataError
-from llm.finetune import FinetuneConfig, add_run_arguments, config_from_dict, fit, fit_max_length, run_options
+from llm.bpe import BPETokenizer
+from llm.errors import DataError
+from llm.finetune import (FinetuneCommand, FinetuneConfig, add_finetune_command, fit, fit_max_length, on_device,
+                          write_results)
 from llm.generate import generate
-from llm.model import GPT
-from llm.pretrain import load_model, save_weights
+from llm.model import device_of
+from llm.modelio import save_model
 from llm.tokenizers import EOT
 from llm.train import lm_loss
 
@@ -59,20 +59,6 @@ def load_instruction_file(path: str | os.PathLike, keys: Sequence[str] = INSTRUC
             if not isinstance(entry[key], str):
                 raise DataError(f"{path}: entry {index}, key {key!r}: expected a string")
     return entries
-
-
-def random_split(items: Sequence[Any], fractions: Sequence[float], seed: int) -> list[list[Any]]:
-    """Shuffle `items` (seeded) and cut them into parts of the given fractions; the last takes the remainder."""
-    if abs(sum(fractions) - 1) > 1e-9 or min(fractions) <= 0:
-        raise ValueError(f"split fractions must be positive and sum to 1, got {list(fractions)}")
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    parts, start = [], 0
-    for i, fraction in enumerate(fractions):
-        end = len(items) if i == len(fractions) - 1 else start + int(fraction * len(items))
-        parts.append([items[j] for j in order[start:end]])
-        start = end
-    return parts
 
 
 # -- chapters/06-instructions.qmd :: instruct-format --
@@ -127,7 +113,7 @@ def collate_instructions(batch: Sequence[tuple[list[int], list[int]]], eot_id: i
 # -- chapters/06-instructions.qmd :: instruct-loss --
 def instruction_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """Mean next-token cross-entropy over the targets that are not IGNORE_INDEX."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     inputs, targets = (t.to(device) for t in batch)
     return lm_loss(model(inputs), targets), {}
 
@@ -137,7 +123,7 @@ def response_loss(model: nn.Module, encoded: Sequence[tuple[list[int], list[int]
                   batch_size: int = 16) -> float:
     """Mean cross-entropy per response token (end-of-text included), the prompt and padding excluded."""
     model.eval()
-    device = next(model.parameters()).device
+    device = device_of(model)
     total, count = 0.0, 0
     for start in range(0, len(encoded), batch_size):
         inputs, targets = collate_instructions(encoded[start : start + batch_size], eot_id, max_length, True)
@@ -158,12 +144,13 @@ class InstructConfig:
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=2, batch_size=8, lr=5e-4))
 
 
-def finetune_instructions(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, Sequence[dict[str, str]]],
+def finetune_instructions(gpt: nn.Module, tokenizer: BPETokenizer, splits: dict[str, Sequence[dict[str, str]]],
                           config: InstructConfig, out_dir: Path) -> dict[str, Any]:
-    """Finetune `gpt` on splits["train"], evaluating the response loss on splits["validation"] after every epoch;
-    save the model and tokenizer to `out_dir` with results.json (history, and final response losses on the
-    held-out splits)."""
+    """Finetune a copy of `gpt` on splits["train"], evaluating the response loss on splits["validation"] after every
+    epoch; save it and the tokenizer to `out_dir` with results.json (history, and final response losses on the
+    held-out splits). `gpt` is not changed."""
     config = replace(config, max_length=fit_max_length(config.max_length, gpt.config.context_length))
+    gpt = on_device(gpt, config.train)
     eot_id = tokenizer.special_ids[EOT]
     encoded = {name: encode_instructions(part, tokenizer, config.preamble) for name, part in splits.items()}
 
@@ -177,17 +164,14 @@ def finetune_instructions(gpt: GPT, tokenizer: BPETokenizer, splits: dict[str, S
     results = {"history": history, "seconds": history[-1]["seconds"],
                "response_loss": {name: response_loss(gpt, part, eot_id, config.max_length)
                                  for name, part in encoded.items() if name != "train"}}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(gpt, out_dir / "model.safetensors")
-    save_bpe(tokenizer, out_dir / "tokenizer.bpe")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    save_model(gpt, Path(out_dir) / "model.safetensors", tokenizer)
+    write_results(out_dir, results)
     return results
 
 
 # -- chapters/06-instructions.qmd :: instruct-respond --
 @torch.no_grad()
-def respond(model: GPT, tokenizer: BPETokenizer, entry: dict[str, str], preamble: str = "",
+def respond(model: nn.Module, tokenizer: BPETokenizer, entry: dict[str, str], preamble: str = "",
             max_new_tokens: int = 64) -> str:
     """The model's greedy answer to `entry`: the continuation of its prompt up to the first end-of-text token
     (or `max_new_tokens`, or the end of the context, whichever comes first)."""
@@ -196,7 +180,7 @@ def respond(model: GPT, tokenizer: BPETokenizer, entry: dict[str, str], preamble
     budget = min(max_new_tokens, model.config.context_length - len(prompt))
     if budget < 1:
         return ""
-    device, eot_id = next(model.parameters()).device, tokenizer.special_ids[EOT]
+    device, eot_id = device_of(model), tokenizer.special_ids[EOT]
     out = generate(model, torch.tensor([prompt], device=device), budget, eos_id=eot_id)[0, len(prompt):].tolist()
     return tokenizer.decode(out[: out.index(eot_id)] if eot_id in out else out).strip()
 
@@ -229,29 +213,23 @@ def rouge_l(candidate: str, reference: str, beta: float = 1.0) -> float:
 
 
 # -- chapters/06-instructions.qmd :: instruct-cli --
-def finetune_instruct_command(args: argparse.Namespace) -> None:
-    """`llm finetune-instruct`: split the data 85/5/10, finetune, save, and report the response losses."""
-    run, values = run_options(args, "pretrained", {"mask_prompt": args.mask_prompt})
-    config = config_from_dict(InstructConfig, values)
-    entries = load_instruction_file(run["data"])
-    parts = random_split(entries, (0.85, 0.05, 0.10), run.get("split_seed", 123))
-    gpt, tokenizer = load_model(run["pretrained"])
-    results = finetune_instructions(gpt, tokenizer, dict(zip(["train", "validation", "test"], parts)), config,
-                                    Path(run["out_dir"]))
-    losses = ", ".join(f"{name} {value:.3f}" for name, value in results["response_loss"].items())
-    print(f"response loss: {losses}; model written to {run['out_dir']}")
+FINETUNE_INSTRUCT = FinetuneCommand(
+    name="finetune-instruct", help="finetune a pretrained model to follow instructions",
+    description="Finetune a pretrained model on a JSON list of {instruction, input, output} objects, split "
+    "85/5/10. Options come from --config (YAML: pretrained, data, out_dir and the fields of InstructConfig) and "
+    "are overridden by flags.",
+    model_option="pretrained", helps={"pretrained": "model.safetensors of a pretrained run",
+                                      "data": "JSON list of instruction/input/output objects",
+                                      "out_dir": "where to write the finetuned model"},
+    config_class=InstructConfig, read_data=load_instruction_file, fractions=(0.85, 0.05, 0.10),
+    train=finetune_instructions,
+    summary=lambda results: "response loss: " + ", ".join(f"{name} {value:.3f}"
+                                                          for name, value in results["response_loss"].items()),
+    overrides=lambda args: {"mask_prompt": args.mask_prompt})
 
 
 def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
     """Register `finetune-instruct` with the `llm` command line."""
-    command = subparsers.add_parser(
-        "finetune-instruct", help="finetune a pretrained model to follow instructions",
-        description="Finetune a pretrained model on a JSON list of {instruction, input, output} objects, split "
-        "85/5/10. Options come from --config (YAML: pretrained, data, out_dir and the fields of InstructConfig) "
-        "and are overridden by flags.")
-    add_run_arguments(command, "pretrained", model_help="model.safetensors of a pretrained run",
-                      data_help="JSON list of instruction/input/output objects",
-                      out_help="where to write the finetuned model")
+    command = add_finetune_command(subparsers, FINETUNE_INSTRUCT)
     command.add_argument("--mask-prompt", action=argparse.BooleanOptionalAction, default=None,
                          help="learn only the responses (--no-mask-prompt: the whole sequence)")
-    command.set_defaults(handler=finetune_instruct_command)

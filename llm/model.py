@@ -20,8 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from llm.attention import CausalSelfAttention, KVCache, Linear
+from llm.errors import ConfigError
 
 GPT2_SHARED = {"vocab_size": 50257, "context_length": 1024, "bias": True}
+GPT2_SIZES = {  # the four released models: the only table of their shapes in the package
+    "124m": {"n_layer": 12, "n_head": 12, "d_model": 768},
+    "355m": {"n_layer": 24, "n_head": 16, "d_model": 1024},
+    "774m": {"n_layer": 36, "n_head": 20, "d_model": 1280},
+    "1558m": {"n_layer": 48, "n_head": 25, "d_model": 1600},
+}
 
 
 @dataclass
@@ -41,29 +48,17 @@ class GPTConfig:
     def __post_init__(self) -> None:
         if self.n_kv_head is None:
             self.n_kv_head = self.n_head
-        if self.d_model % self.n_head or self.n_head % self.n_kv_head:
-            raise ValueError(f"need n_head | d_model and n_kv_head | n_head, got d_model={self.d_model}, "
-                             f"n_head={self.n_head}, n_kv_head={self.n_kv_head}")
+        if self.d_model % self.n_head:
+            raise ConfigError(f"d_model: must be a multiple of n_head={self.n_head}, got {self.d_model}")
+        if self.n_head % self.n_kv_head:
+            raise ConfigError(f"n_kv_head: must divide n_head={self.n_head}, got {self.n_kv_head}")
 
     @classmethod
-    def gpt2_124m(cls, **overrides) -> GPTConfig:
-        """GPT-2 small: 12 layers, 12 heads, d_model 768."""
-        return cls(**{**GPT2_SHARED, "n_layer": 12, "n_head": 12, "d_model": 768, **overrides})
-
-    @classmethod
-    def gpt2_355m(cls, **overrides) -> GPTConfig:
-        """GPT-2 medium: 24 layers, 16 heads, d_model 1024."""
-        return cls(**{**GPT2_SHARED, "n_layer": 24, "n_head": 16, "d_model": 1024, **overrides})
-
-    @classmethod
-    def gpt2_774m(cls, **overrides) -> GPTConfig:
-        """GPT-2 large: 36 layers, 20 heads, d_model 1280."""
-        return cls(**{**GPT2_SHARED, "n_layer": 36, "n_head": 20, "d_model": 1280, **overrides})
-
-    @classmethod
-    def gpt2_1558m(cls, **overrides) -> GPTConfig:
-        """GPT-2 XL: 48 layers, 25 heads, d_model 1600."""
-        return cls(**{**GPT2_SHARED, "n_layer": 48, "n_head": 25, "d_model": 1600, **overrides})
+    def gpt2(cls, size: str, **overrides) -> GPTConfig:
+        """One of the four released GPT-2 sizes ("124m", "355m", "774m", "1558m"), as listed in GPT2_SIZES."""
+        if size not in GPT2_SIZES:
+            raise ConfigError(f"GPT-2 size must be one of {', '.join(GPT2_SIZES)}, got {size!r}")
+        return cls(**{**GPT2_SHARED, **GPT2_SIZES[size], **overrides})
 
     @classmethod
     def tiny(cls, vocab_size: int, **overrides) -> GPTConfig:
@@ -178,3 +173,8 @@ class GPT(nn.Module):
             x = block(x, None if cache is None else cache[i])
         x = self.ln_f(x)
         return F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x)
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where a model's weights live, and so where its inputs must go (the book keeps each model on one device)."""
+    return next(model.parameters()).device

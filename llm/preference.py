@@ -14,7 +14,6 @@ no reinforcement learning: only log-probabilities of the two responses under two
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,13 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llm.bpe import BPETokenizer, save_bpe
-from llm.finetune import FinetuneConfig, add_run_arguments, config_from_dict, fit, fit_max_length, run_options
-from llm.instruct import IGNORE_INDEX, collate_instructions, encode_instructions, load_instruction_file, random_split
-from llm.model import GPT
-from llm.pretrain import load_model, save_weights
+from llm.bpe import BPETokenizer
+from llm.config import require
+from llm.finetune import (FinetuneCommand, FinetuneConfig, add_finetune_command, fit, fit_max_length, on_device,
+                          write_results)
+from llm.instruct import IGNORE_INDEX, collate_instructions, encode_instructions, load_instruction_file
+from llm.model import device_of
+from llm.modelio import save_model
 from llm.tokenizers import EOT
-from llm.train import ConfigError
 
 PREFERENCE_KEYS = ("instruction", "input", "chosen", "rejected")
 
@@ -81,7 +81,7 @@ def with_reference_logprobs(reference: nn.Module, pairs: Sequence[tuple[list[int
                             eot_id: int, max_length: int, batch_size: int = 16) -> list[PreferencePair]:
     """Each pair with the reference model's log-probabilities of its chosen and rejected response appended."""
     reference.eval()
-    device = next(reference.parameters()).device
+    device = device_of(reference)
     out: list[PreferencePair] = []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
@@ -93,7 +93,7 @@ def with_reference_logprobs(reference: nn.Module, pairs: Sequence[tuple[list[int
 
 def dpo_step(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor], beta: float) -> tuple[Tensor, dict]:
     """DPO loss of a batch from `collate_pairs`, with mean rewards, margin and pair accuracy as metrics."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     inputs, targets, reference = (t.to(device) for t in batch)
     chosen, rejected = sequence_logprobs(model, inputs, targets).chunk(2)
     loss, chosen_rewards, rejected_rewards = dpo_loss(chosen, rejected, reference[:, 0], reference[:, 1], beta)
@@ -125,15 +125,17 @@ class DPOConfig:
     max_length: int | None = None  # tokens per pair (longer ones are cut); None: the model's context length
     train: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(epochs=1, batch_size=8, lr=5e-5))
 
+    def __post_init__(self) -> None:
+        require(self, ["beta"], lambda v: v > 0, "must be > 0")
 
-def train_dpo(model: GPT, tokenizer: BPETokenizer, splits: dict[str, Sequence[dict[str, str]]], config: DPOConfig,
-              out_dir: Path) -> dict[str, Any]:
-    """DPO on splits["train"] with a frozen copy of `model` as the reference, evaluating on splits["validation"];
-    saves the tuned model, tokenizer and results.json (history, and final metrics on the held-out splits) to
-    `out_dir`."""
-    if not config.beta > 0:
-        raise ConfigError(f"beta must be > 0, got {config.beta}")
+
+def train_dpo(model: nn.Module, tokenizer: BPETokenizer, splits: dict[str, Sequence[dict[str, str]]],
+              config: DPOConfig, out_dir: Path) -> dict[str, Any]:
+    """DPO of a copy of `model` on splits["train"], with `model` itself as the frozen reference, evaluating on
+    splits["validation"]; saves the tuned model, tokenizer and results.json (history, and final metrics on the
+    held-out splits) to `out_dir`. `model` is not changed."""
     config = replace(config, max_length=fit_max_length(config.max_length, model.config.context_length))
+    model = on_device(model, config.train)
     eot_id = tokenizer.special_ids[EOT]
     data = {name: with_reference_logprobs(model, encode_pairs(part, tokenizer, config.preamble), eot_id,
                                           config.max_length) for name, part in splits.items()}
@@ -148,38 +150,32 @@ def train_dpo(model: GPT, tokenizer: BPETokenizer, splits: dict[str, Sequence[di
     results = {"history": history, "seconds": history[-1]["seconds"],
                "metrics": {name: dpo_metrics(model, part, eot_id, config.max_length, config.beta)
                            for name, part in data.items() if name != "train"}}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(model, out_dir / "model.safetensors")
-    save_bpe(tokenizer, out_dir / "tokenizer.bpe")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    save_model(model, Path(out_dir) / "model.safetensors", tokenizer)
+    write_results(out_dir, results)
     return results
 
 
 # -- chapters/06-instructions.qmd :: preference-cli --
-def dpo_command(args: argparse.Namespace) -> None:
-    """`llm dpo`: split the preference data 85/5/10, run DPO from an instruction-tuned model, save."""
-    run, values = run_options(args, "model", {"beta": args.beta})
-    config = config_from_dict(DPOConfig, values)
-    pairs = load_instruction_file(run["data"], keys=PREFERENCE_KEYS)
-    parts = random_split(pairs, (0.85, 0.05, 0.10), run.get("split_seed", 123))
-    model, tokenizer = load_model(run["model"])
-    results = train_dpo(model, tokenizer, dict(zip(["train", "validation", "test"], parts)), config,
-                        Path(run["out_dir"]))
+def dpo_summary(results: dict[str, Any]) -> str:
     m = results["metrics"]["validation"]
-    print(f"validation: DPO loss {m['loss']:.4f}, reward margin {m['margin']:+.4f}, "
-          f"pairs won {m['pair_accuracy']:.1%}; model written to {run['out_dir']}")
+    return (f"validation: DPO loss {m['loss']:.4f}, reward margin {m['margin']:+.4f}, "
+            f"pairs won {m['pair_accuracy']:.1%}")
+
+
+DPO = FinetuneCommand(
+    name="dpo", help="tune an instruction-tuned model on preference pairs (DPO)",
+    description="Direct preference optimization on a JSON list of {instruction, input, chosen, rejected} objects, "
+    "split 85/5/10, with the starting model as the frozen reference. Options come from --config (YAML: model, "
+    "data, out_dir and the fields of DPOConfig) and are overridden by flags.",
+    model_option="model", helps={"model": "model.safetensors of an instruction-tuned run",
+                                 "data": "JSON list of instruction/input/chosen/rejected objects",
+                                 "out_dir": "where to write the tuned model"},
+    config_class=DPOConfig, read_data=lambda path: load_instruction_file(path, keys=PREFERENCE_KEYS),
+    fractions=(0.85, 0.05, 0.10), train=train_dpo, summary=dpo_summary,
+    overrides=lambda args: {"beta": args.beta})
 
 
 def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
     """Register `dpo` with the `llm` command line."""
-    command = subparsers.add_parser(
-        "dpo", help="tune an instruction-tuned model on preference pairs (DPO)",
-        description="Direct preference optimization on a JSON list of {instruction, input, chosen, rejected} "
-        "objects, split 85/5/10, with the starting model as the frozen reference. Options come from --config "
-        "(YAML: model, data, out_dir and the fields of DPOConfig) and are overridden by flags.")
-    add_run_arguments(command, "model", model_help="model.safetensors of an instruction-tuned run",
-                      data_help="JSON list of instruction/input/chosen/rejected objects",
-                      out_help="where to write the tuned model")
+    command = add_finetune_command(subparsers, DPO)
     command.add_argument("--beta", type=float, metavar="B", help="DPO temperature (default 0.1)")
-    command.set_defaults(handler=dpo_command)

@@ -7,33 +7,30 @@
 
 The book's run and `llm train` read the same kind of file (configs/*.yaml), so the run in the book can be repeated
 from the command line. A run directory ends up holding metrics.jsonl, checkpoint.pt (the full training state),
-tokenizer.bpe and model.safetensors (the final weights and the model config: all `llm generate` needs).
+tokenizer.bpe and model.safetensors (the final weights, the architecture and its config: all `llm generate` needs).
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import safetensors
-import safetensors.torch
 import torch
-import yaml
 from torch import nn
 
 from llm.bpe import BPETokenizer, load_bpe, save_bpe
-from llm.checkpoint import CheckpointError, load_checkpoint
+from llm.config import from_mapping, read_config_file
 from llm.corpus import cached_tokenizer, load_corpus, split_documents
 from llm.data import list_files, read_manifest
-from llm.model import GPT, GPTConfig
+from llm.errors import CheckpointError, ConfigError
+from llm.modelio import architecture_of, build_model, save_model
 from llm.repro import cached
 from llm.sampling import Sampler, complete
-from llm.train import ConfigError, TrainConfig, Trainer
+from llm.train import TrainConfig, Trainer
 
 
 @dataclass
@@ -57,74 +54,33 @@ class SampleConfig:
 @dataclass
 class RunConfig:
     data: DataConfig
-    model: dict[str, Any]          # GPTConfig fields except vocab_size, which the tokenizer decides
+    model: dict[str, Any]          # `architecture` (default "gpt") and its config's fields except vocab_size
     train: TrainConfig
-    samples: SampleConfig
+    samples: SampleConfig = field(default_factory=SampleConfig)
 
 
-def _section(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping of options")
-    unknown = sorted(set(values) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}")
-    try:
-        return cls(**values)
-    except TypeError as e:  # a required option is missing
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def parse_run_config(values: Any, base: Path) -> RunConfig:
-    """Validate a parsed config file; relative paths (data.root, train.out_dir) are taken relative to `base`."""
-    if not isinstance(values, dict):
-        raise ConfigError("the config must be a mapping with sections data, model, train and samples")
-    unknown = sorted(set(values) - {"data", "model", "train", "samples"})
-    if unknown:
-        raise ConfigError(f"unknown section(s) {', '.join(unknown)}")
-    for required in ("data", "model", "train"):
-        if required not in values:
-            raise ConfigError(f"missing section {required!r}")
-    data = _section(DataConfig, values["data"], "data")
-    data.root = str(base / data.root)
-    model_fields = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
-    if not isinstance(values["model"], dict) or set(values["model"]) - model_fields:
-        raise ConfigError(f"model: options must be among {', '.join(sorted(model_fields))}")
-    if not isinstance(values["train"], dict):
-        raise ConfigError("train must be a mapping of options")
-    train = {**values["train"], "out_dir": str(base / values["train"].get("out_dir", "runs/default"))}
-    samples = _section(SampleConfig, values.get("samples", {}), "samples")
-    return RunConfig(data, dict(values["model"]), TrainConfig.from_dict(train), samples)
-
-
-def read_config_file(path: str | os.PathLike) -> Any:
-    """The parsed contents of a YAML (or JSON) file; ConfigError names the file when it is missing or malformed."""
-    path = Path(path)
-    try:
-        return yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+def run_model(options: dict[str, Any], vocab_size: int) -> nn.Module:
+    """A fresh model as the `model` section describes it, for a tokenizer of `vocab_size` tokens."""
+    fields = dict(options)
+    return build_model(fields.pop("architecture", "gpt"), {**fields, "vocab_size": vocab_size})
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
-    """Read a YAML (or JSON) run config; raises ConfigError naming the file and the bad value."""
+    """Read and check a YAML (or JSON) run config; relative paths in it (data.root, train.out_dir) are relative to
+    the file. ConfigError names the file, the section, the key and the value."""
     path = Path(path)
-    values = read_config_file(path)
     try:
-        return parse_run_config(values, path.parent)
+        config = from_mapping(RunConfig, read_config_file(path))
+        with torch.device("meta"):  # check the model section now, without allocating the model
+            run_model(config.model, config.data.vocab_size)
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    config.data.root = str(path.parent / config.data.root)
+    config.train.out_dir = str(path.parent / config.train.out_dir)
+    return config
 
 
 # -- chapters/04-pretraining.qmd :: pretrain-run-module --
-def build_model(model_options: dict[str, Any], vocab_size: int) -> GPT:
-    try:
-        return GPT(GPTConfig(vocab_size=vocab_size, **model_options))
-    except (TypeError, ValueError, AssertionError) as e:
-        raise ConfigError(f"model: {e}") from None
-
-
 def sample_logger(tokenizer: BPETokenizer, samples: SampleConfig) -> Callable[[nn.Module, int], dict[str, Any]]:
     """An `on_eval` hook completing every prompt with a freshly seeded sampler (the same randomness each time)."""
     def on_eval(model: nn.Module, step: int) -> dict[str, Any]:
@@ -132,47 +88,6 @@ def sample_logger(tokenizer: BPETokenizer, samples: SampleConfig) -> Callable[[n
         return {"samples": [complete(model, tokenizer, prompt, samples.max_new_tokens, sampler)
                             for prompt in samples.prompts]}
     return on_eval
-
-
-def save_weights(model: GPT, path: Path) -> None:
-    """The model's weights as safetensors (tied weights stored once), with its GPTConfig as JSON metadata."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    safetensors.torch.save_model(model, str(tmp), metadata={"model_config": json.dumps(asdict(model.config))})
-    tmp.chmod(0o644)  # safetensors creates the file readable by its owner only
-    os.replace(tmp, path)
-
-
-def load_model(path: str | os.PathLike) -> tuple[GPT, BPETokenizer]:
-    """A trained model (in eval mode) and its tokenizer, from model.safetensors or checkpoint.pt of a run
-    directory; tokenizer.bpe must sit beside the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    state = None
-    if path.suffix == ".safetensors":
-        try:
-            with safetensors.safe_open(str(path), "pt") as f:
-                metadata = f.metadata() or {}
-        except Exception as e:  # safetensors reports a foreign file with several error types
-            raise CheckpointError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
-        if "model_config" not in metadata:
-            raise CheckpointError(f"{path} has no model_config metadata")
-        model_config = json.loads(metadata["model_config"])
-    else:
-        checkpoint = load_checkpoint(path, required=("model", "model_config"))
-        model_config, state = checkpoint["model_config"], checkpoint["model"]
-    try:
-        model = GPT(GPTConfig(**model_config))
-        if state is None:
-            safetensors.torch.load_model(model, str(path))
-        else:
-            model.load_state_dict(state)
-    except (TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
-    tokenizer_path = path.parent / "tokenizer.bpe"
-    if not tokenizer_path.is_file():
-        raise CheckpointError(f"{tokenizer_path} not found (a checkpoint needs its tokenizer beside it)")
-    return model.eval(), load_bpe(tokenizer_path)
 
 
 def pretrain(config: RunConfig, *, resume: bool = False, tokenizer: BPETokenizer | None = None) -> Trainer:
@@ -183,7 +98,7 @@ def pretrain(config: RunConfig, *, resume: bool = False, tokenizer: BPETokenizer
     out_dir = Path(config.train.out_dir)
     checkpoint = out_dir / "checkpoint.pt"
     if resume and not checkpoint.is_file():
-        raise CheckpointError(f"cannot resume: {checkpoint} does not exist")
+        raise CheckpointError(f"{checkpoint}: cannot resume, the file does not exist")
     if not resume and checkpoint.exists():
         raise ConfigError(f"{out_dir} already holds a run; resume it with --resume or choose another out_dir")
     if resume and tokenizer is None and (out_dir / "tokenizer.bpe").is_file():
@@ -191,14 +106,14 @@ def pretrain(config: RunConfig, *, resume: bool = False, tokenizer: BPETokenizer
     data = config.data
     try:
         corpus = load_corpus(Path(data.root), data.files, data.validation, data.vocab_size, tokenizer)
-    except ValueError as e:  # includes llm.data's DataError: a missing or altered file
+    except ValueError as e:  # a pattern matching no document; also llm.data's DataError (a missing or altered file)
         raise ConfigError(f"data: {e}") from None
     torch.manual_seed(config.train.seed)  # the initial weights
-    model = build_model(config.model, corpus.tokenizer.vocab_size)
+    model = run_model(config.model, corpus.tokenizer.vocab_size)
     train_data, val_data = corpus.datasets(model.config.context_length)
     on_eval = sample_logger(corpus.tokenizer, config.samples) if config.samples.prompts else None
     trainer = Trainer(model, train_data, val_data, config.train, model_config=asdict(model.config),
-                      on_eval=on_eval)
+                      extra={"architecture": architecture_of(model)}, on_eval=on_eval)
     if trainer.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_bpe(corpus.tokenizer, out_dir / "tokenizer.bpe")
@@ -206,19 +121,15 @@ def pretrain(config: RunConfig, *, resume: bool = False, tokenizer: BPETokenizer
         trainer.load(checkpoint)
     trainer.fit()
     if trainer.is_main:
-        save_weights(model, out_dir / "model.safetensors")
+        save_model(model, out_dir / "model.safetensors")
     return trainer
-
-
-RUN_MODULES = ("llm.attention", "llm.model", "llm.generate", "llm.bpe", "llm.dataset", "llm.corpus",
-               "llm.checkpoint", "llm.train", "llm.sampling", "llm.pretrain")
 
 
 def cached_pretraining(config_path: str | os.PathLike, cache: Path | None = None) -> Path:
     """Train the run of a config file once, through `llm.repro.cached`, and return its directory.
 
-    The key holds the config (minus where to write and whether to draw progress), the checksums of the documents
-    and the source of every module the run executes, so changing any of them trains again. The directory keeps
+    The key holds the config (minus where to write and whether to draw progress) and the checksums of the
+    documents; `cached` adds the code the run executes, so changing any of them trains again. The directory keeps
     metrics.jsonl, model.safetensors, tokenizer.bpe and final.json (the loss on every validation window, and the
     training time); the resumable checkpoint.pt, three times the size of the weights, is not kept.
     """
@@ -242,5 +153,4 @@ def cached_pretraining(config_path: str | os.PathLike, cache: Path | None = None
         (directory / "final.json").write_text(json.dumps(final))
         (directory / "checkpoint.pt").unlink()
 
-    code = [importlib.import_module(name) for name in RUN_MODULES]
-    return cached(f"pretraining-{Path(config_path).stem}", key, build, code=code, root=cache)
+    return cached(f"pretraining-{Path(config_path).stem}", key, build, root=cache)

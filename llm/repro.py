@@ -6,11 +6,12 @@
 """Reproducibility helpers.
 
 Every number in the book is produced by running code, so reruns must print the same numbers (one seed for every
-random generator) and must not redo hours of work when only prose changed (a content-addressed cache).
+random generator) and must not redo hours of work when only prose changed (a cache keyed by configuration and code).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -18,11 +19,15 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import CodeType
 
 import numpy as np
 import torch
+
+import llm
 
 
 def set_seed(seed: int) -> None:
@@ -32,12 +37,155 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)  # seeds the CPU generator and every CUDA device
 
 
+# -- chapters/01-tokens.qmd :: repro-normalize --
+_DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def normalized_source(text: str) -> str:
+    """The syntax tree of `text` without docstrings, as a string: equal for two versions of the code that differ
+    only in comments, docstrings or layout, different as soon as what the code does differs."""
+    tree = ast.parse(textwrap.dedent(text))
+    for node in ast.walk(tree):
+        if isinstance(node, _DOCUMENTED) and _starts_with_docstring(node):
+            node.body = node.body[1:]
+    return _dump(tree)
+
+
+def _starts_with_docstring(node: ast.AST) -> bool:
+    first = node.body[0] if node.body else None
+    value = first.value if isinstance(first, ast.Expr) else None
+    if not (isinstance(value, ast.Constant) and isinstance(value.value, str)):
+        return False
+    # A notebook cell holding nothing but a string shows that string as its output: not a docstring.
+    return not (isinstance(node, ast.Module) and len(node.body) == 1)
+
+
+def _dump(node: object) -> str:
+    """Like ast.dump, but leaving out empty and None fields, whose printing changed in Python 3.13: a key must not
+    depend on the Python version."""
+    if isinstance(node, ast.AST):
+        fields = [f"{name}={_dump(value)}" for name, value in ast.iter_fields(node) if value not in (None, [])]
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return f"[{', '.join(map(_dump, node))}]"
+    return repr(node)
+
+
+# -- chapters/01-tokens.qmd :: repro-imports --
+def llm_imports(source: str) -> set[str]:
+    """Names of the llm modules that `source` imports. A relative import counts as one from llm: the only files
+    with relative imports we read are the package's own."""
+    names = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(source))):
+        if isinstance(node, ast.Import):  # import llm.bpe, import llm.bpe as bpe
+            names |= {alias.name.split(".")[1] for alias in node.names if alias.name.startswith("llm.")}
+        elif isinstance(node, ast.ImportFrom) and node.level <= 1:
+            module = node.module or ""
+            if node.level == 1:  # from . import bpe, from .bpe import train_bpe
+                module = f"llm.{module}".rstrip(".")
+            if module == "llm":  # from llm import bpe, model
+                names |= {alias.name for alias in node.names}
+            elif module.startswith("llm."):  # from llm.bpe import train_bpe
+                names.add(module.split(".")[1])
+    return names
+
+
+def module_closure(names: Iterable[str], package_dir: Path) -> list[str]:
+    """The modules of `names` that exist in `package_dir`, with every llm module they import, directly or through
+    others, sorted: all the package code that running them can reach."""
+    found, pending = set(), set(names)
+    while pending:
+        name = pending.pop()
+        path = Path(package_dir) / f"{name}.py"
+        if name in found or not path.is_file():
+            continue  # already read, or not a module (`from llm import *`, a name defined in llm/__init__.py)
+        found.add(name)
+        pending |= llm_imports(path.read_text(encoding="utf-8"))
+    return sorted(found)
+
+
+# -- chapters/01-tokens.qmd :: repro-fingerprint --
+def code_fingerprint(build: Callable, package_dir: Path | None = None) -> str:
+    """A hash of the code `build` runs, normalized: its own source, the functions and classes of its notebook (or
+    module) that it uses, and every llm module they reach, read from `package_dir` (by default, the imported
+    package's folder)."""
+    sources, modules = _reach(build)
+    package_dir = Path(package_dir or Path(llm.__file__).parent)
+    digest = hashlib.sha256()
+    for text in sorted(sources):  # sorted: the walk's order depends on set iteration
+        digest.update(b"\0" + text.encode())
+    for name in module_closure(modules, package_dir):
+        digest.update(f"\0llm.{name}\0".encode())
+        digest.update(normalized_source((package_dir / f"{name}.py").read_text(encoding="utf-8")).encode())
+    return digest.hexdigest()
+
+
+def _reach(build: Callable) -> tuple[list[str], set[str]]:
+    """The normalized sources of `build` and of the helpers it uses, and the llm modules they name."""
+    if not inspect.isfunction(build):
+        raise TypeError(f"build must be a function, so that its code can be read; got {build!r}")
+    sources, modules, seen, pending = [], set(), set(), [build]
+    while pending:
+        function = pending.pop()
+        if function in seen:
+            continue
+        seen.add(function)
+        sources.append(_function_source(function))
+        names = _names(function.__code__)
+        namespace = function.__globals__
+        values = [namespace[name] for name in names if name in namespace]
+        values += [cell.cell_contents for cell in function.__closure__ or ()]
+        modules.add(_llm_module(function.__module__))
+        for value in values:
+            if inspect.ismodule(value):
+                # `llm.bpe.train_bpe` names its module as an attribute of the package
+                modules |= names if value.__name__ == "llm" else {_llm_module(value.__name__)}
+                continue
+            module = getattr(value, "__module__", None)  # set on functions and classes, inherited by instances
+            if _llm_module(module):
+                modules.add(_llm_module(module))
+            elif module is not None and module == namespace.get("__name__"):  # a helper of the same notebook
+                pending.extend(_functions(value))
+    return sources, modules - {None}
+
+
+def _function_source(function: Callable) -> str:
+    text = textwrap.dedent(inspect.getsource(function))  # notebooks keep each cell's text where inspect finds it
+    try:
+        return normalized_source(text)
+    except SyntaxError:  # a lambda, whose source lines hold part of a longer expression
+        return text
+
+
+def _names(code: CodeType) -> set[str]:
+    """Global and attribute names used by a code object and the functions and comprehensions nested in it."""
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if inspect.iscode(constant):
+            names |= _names(constant)
+    return names
+
+
+def _llm_module(name: object) -> str | None:
+    """'bpe' for 'llm.bpe'; None for a name outside the package."""
+    return name.split(".")[1] if isinstance(name, str) and name.startswith("llm.") else None
+
+
+def _functions(value: object) -> list[Callable]:
+    """The Python functions that run when `value` (a function, decorated or not, a class or an instance) is used."""
+    value = inspect.unwrap(value)  # the function inside functools.cache, functools.wraps and the like
+    if inspect.isfunction(value):
+        return [value]
+    cls = value if inspect.isclass(value) else type(value)
+    members = [getattr(member, "__func__", member) for member in vars(cls).values()]  # unwrap static and class methods
+    return [member for member in members if inspect.isfunction(member)]
+
+
 # -- chapters/01-tokens.qmd :: repro-cached --
-def cache_key(config: dict, code: Sequence[object] = ()) -> str:
-    """Twelve hex digits identifying `config` (canonical JSON) together with the source of `code`."""
+def cache_key(config: dict, build: Callable) -> str:
+    """Twelve hex digits identifying `config` (canonical JSON) together with the code `build` runs."""
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
-    for item in code:
-        digest.update(b"\0" + inspect.getsource(item).encode())
+    digest.update(b"\0" + code_fingerprint(build).encode())
     return digest.hexdigest()[:12]
 
 
@@ -46,21 +194,14 @@ def default_cache_root() -> Path:
     return Path(os.environ.get("LLM_CACHE_DIR") or Path.home() / ".cache" / "llm")
 
 
-def cached(
-    name: str,
-    config: dict,
-    build: Callable[[Path], None],
-    *,
-    code: Sequence[object] = (),
-    root: Path | None = None,
-) -> Path:
+def cached(name: str, config: dict, build: Callable[[Path], None], *, root: Path | None = None) -> Path:
     """Return the directory holding the result of `build` for `config`, building it only the first time.
 
     `build(directory)` writes its files into a fresh temporary directory, which is then renamed to
-    root/f"{name}-{cache_key(config, code)}" in one atomic step.
+    root/f"{name}-{cache_key(config, build)}" in one atomic step.
     """
     root = Path(root) if root is not None else default_cache_root()
-    target = root / f"{name}-{cache_key(config, code)}"
+    target = root / f"{name}-{cache_key(config, build)}"
     if target.is_dir():
         return target
     root.mkdir(parents=True, exist_ok=True)

@@ -17,13 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from llm.bpe import BPETokenizer
-from llm.generate import generate
+from llm.generate import generate, greedy
+from llm.model import device_of
 from llm.tokenizers import EOT
-
-
-def greedy(logits: Tensor) -> Tensor:
-    """The most likely token of every row: ids[B, 1]."""
-    return logits.argmax(dim=-1, keepdim=True)
 
 
 def top_k_filter(logits: Tensor, k: int) -> Tensor:
@@ -90,7 +86,6 @@ def complete(model: nn.Module, tokenizer: BPETokenizer, prompt: str, max_new_tok
     (<|endoftext|>, not included). Greedy without a sampler; an empty prompt starts a new document."""
     eot = tokenizer.special_ids[EOT]
     ids = tokenizer.encode(prompt) or [eot]
-    device = next(model.parameters()).device
-    out = generate(model, torch.tensor([ids], device=device), max_new_tokens, sample=sampler, eos_id=eot)
+    out = generate(model, torch.tensor([ids], device=device_of(model)), max_new_tokens, sample=sampler, eos_id=eot)
     new = out[0, len(ids):].tolist()
     return tokenizer.decode(new[:new.index(eot)] if eot in new else new)

@@ -14,12 +14,14 @@ resumes bit for bit. The same code runs on a CPU, on a GPU with bf16 autocast, a
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
 import os
+import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -30,7 +32,9 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from llm.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from llm.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from llm.config import require
+from llm.errors import CheckpointError, ConfigError
 from llm.repro import set_seed
 
 
@@ -55,8 +59,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
 
 # -- chapters/04-pretraining.qmd :: pretrain-train-config --
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the field."""
+DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def is_device_name(name: str) -> bool:
+    """Whether `name` is a device a config may ask for (see `resolve_device`)."""
+    return name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name) is not None
 
 
 @dataclass
@@ -78,64 +86,33 @@ class TrainConfig:
     log_interval: int = 10         # steps averaged into one training-loss record
     checkpoint_interval: int = 0   # steps between checkpoints; 0 writes only the final one
     seed: int = 0
-    device: str = "auto"           # "auto", "cpu", "cuda" or "cuda:N"
-    precision: str = "auto"        # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32" or "bf16"
+    device: str = "auto"           # see DEVICE_NAMES; auto picks CUDA, then MPS, then the CPU
+    precision: str = "auto"        # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32" or "bf16"
     compile: bool = False          # torch.compile the model
     out_dir: str = "runs/default"  # metrics.jsonl and checkpoint.pt go here
     progress: bool = True          # draw a tqdm progress bar
 
     def __post_init__(self) -> None:
-        def is_int(value: Any) -> bool:
-            return isinstance(value, int) and not isinstance(value, bool)
-
-        for name in ["max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_batches",
-                     "log_interval"]:
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        for name in ["warmup_steps", "checkpoint_interval", "seed"]:
-            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
-                raise ConfigError(f"{name} must be a non-negative integer, got {getattr(self, name)!r}")
-        for name in ["lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"]:
-            if not (is_int(getattr(self, name)) or isinstance(getattr(self, name), float)):
-                raise ConfigError(f"{name} must be a number, got {getattr(self, name)!r}")
-        for name in ["compile", "progress"]:
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
-        if not 0 <= self.min_lr <= self.lr:
-            raise ConfigError(f"min_lr must be between 0 and lr={self.lr}, got {self.min_lr!r}")
-        for name in ["weight_decay", "grad_clip"]:
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        for name in ["beta1", "beta2"]:
-            if not 0 <= getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if self.checkpoint_interval % self.log_interval:
-            raise ConfigError(f"checkpoint_interval ({self.checkpoint_interval}) must be a multiple of "
-                              f"log_interval ({self.log_interval})")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if not isinstance(self.device, str) or not (self.device in ("auto", "cpu", "cuda")
-                                                    or self.device.startswith("cuda:")):
-            raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a parsed config file, rejecting unknown keys by name."""
-        unknown = sorted(set(values) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown training option(s): {', '.join(unknown)}")
-        return cls(**values)
+        require(self, ["max_steps", "batch_size", "grad_accum_steps", "eval_interval", "eval_batches",
+                       "log_interval"], lambda v: v >= 1, "must be at least 1")
+        require(self, ["warmup_steps", "checkpoint_interval", "seed", "weight_decay", "grad_clip"],
+                lambda v: v >= 0, "must be >= 0")
+        require(self, ["lr"], lambda v: v > 0, "must be > 0")
+        require(self, ["min_lr"], lambda v: 0 <= v <= self.lr, f"must be between 0 and lr={self.lr}")
+        require(self, ["beta1", "beta2"], lambda v: 0 <= v < 1, "must be in [0, 1)")
+        require(self, ["checkpoint_interval"], lambda v: v % self.log_interval == 0,
+                f"must be a multiple of log_interval={self.log_interval}")
+        require(self, ["precision"], lambda v: v in ("auto", "fp32", "bf16"), "must be auto, fp32 or bf16")
+        require(self, ["device"], is_device_name, f"must be {DEVICE_NAMES}")
 
 
-def lr_at(step: int, config: TrainConfig) -> float:
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
     """Learning rate of optimizer step `step` (0-based): linear warmup to `lr`, then cosine decay to `min_lr`."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    decay_steps = max(1, config.max_steps - config.warmup_steps)
-    progress = min(1.0, (step - config.warmup_steps) / decay_steps)
-    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1 + math.cos(math.pi * progress))
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    decay_steps = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
 
 # -- chapters/04-pretraining.qmd :: pretrain-data-order --
@@ -180,18 +157,33 @@ def evaluation_indices(size: int, count: int) -> Tensor:
 
 # -- chapters/04-pretraining.qmd :: pretrain-devices --
 def resolve_device(name: str) -> torch.device:
-    """The torch.device for a config value; `auto` is this process's GPU when CUDA is available (LOCAL_RANK picks
-    it under torchrun), else the CPU."""
+    """The torch.device for a config value. `auto` is this process's GPU when CUDA is available (LOCAL_RANK picks
+    it under torchrun), else Apple's GPU through MPS when available, else the CPU."""
+    if not is_device_name(name):
+        raise ConfigError(f"device: must be {DEVICE_NAMES}, got {name!r}")
     if name == "auto":
-        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        else:
+            name = "mps" if torch.backends.mps.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"device {name!r} requested but CUDA is not available")
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available")
         if device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name!r} requested but MPS is not available (it needs Apple silicon)")
     return device
+
+
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--device, for every command of the `llm` command line that runs a model; a default of None leaves the
+    choice to the config file."""
+    parser.add_argument("--device", default=default, metavar="DEVICE",
+                        help=f"{DEVICE_NAMES}; auto picks CUDA, then Apple's MPS, then the CPU"
+                        + (f" (default: {default})" if default else " (default: the config's)"))
 
 
 def init_distributed() -> tuple[int, int]:
@@ -203,21 +195,64 @@ def init_distributed() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
+# -- chapters/04-pretraining.qmd :: pretrain-metrics-log --
+class MetricsLog:
+    """metrics.jsonl: one JSON record per line, appended as training goes, readable while the run is going.
+
+    Only rank 0 writes. After a resume, `truncate` drops the records a crashed run logged past its checkpoint,
+    which the resumed run will log again.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+
+    def start(self) -> None:
+        """A fresh run starts a fresh log."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate(self, step: int) -> None:
+        """Keep only the records up to `step`, rewriting the file atomically."""
+        if self.enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
+
+
+def next_token_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """The default training objective: `lm_loss` of the model's logits for batch = (inputs, targets); no metrics."""
+    inputs, targets = batch
+    return lm_loss(model(inputs), targets), {}
+
+
 # -- chapters/04-pretraining.qmd :: pretrain-trainer --
+LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
+
+
 class Trainer:
     """Trains `model` on `train_data`, evaluating on fixed windows of `train_data` and `val_data`.
 
     The trainer owns the global random state from construction on: it seeds it with `config.seed + rank` (so each
-    process draws different dropout masks) and saves it in every checkpoint. The optional hook `on_eval(model,
-    step)` runs on rank 0 after each evaluation with the model in eval mode; the dict it returns is merged into
-    that evaluation's record. `model_config` and `extra` are stored in checkpoints so a model can be rebuilt.
+    process draws different dropout masks) and saves it in every checkpoint. `loss_fn(model, (inputs, targets))`
+    returns the loss to minimise and float metrics to log (default: `next_token_loss`). The optional hook
+    `on_eval(model, step)` runs on rank 0 after each evaluation with the model in eval mode; the dict it returns
+    is merged into that evaluation's record. `model_config` and `extra` are stored in checkpoints so a model can
+    be rebuilt.
     """
 
     def __init__(self, model: nn.Module, train_data: Sequence[tuple[Tensor, Tensor]],
                  val_data: Sequence[tuple[Tensor, Tensor]], config: TrainConfig, *,
-                 model_config: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+                 loss_fn: LossFn = next_token_loss, model_config: dict[str, Any] | None = None,
+                 extra: dict[str, Any] | None = None,
                  on_eval: Callable[[nn.Module, int], dict[str, Any]] | None = None) -> None:
-        self.config, self.train_data, self.val_data = config, train_data, val_data
+        self.config, self.train_data, self.val_data, self.loss_fn = config, train_data, val_data, loss_fn
         self.model_config, self.extra, self.on_eval = model_config, extra or {}, on_eval
         self.rank, self.world_size = init_distributed()
         self.device = resolve_device(config.device)
@@ -226,7 +261,10 @@ class Trainer:
         self.model = model.to(self.device)
         self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                            betas=(config.beta1, config.beta2), fused=self.device.type == "cuda")
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_at(s, config) / config.lr)
+        schedule = {"lr": config.lr, "min_lr": config.min_lr, "warmup_steps": config.warmup_steps,
+                    "max_steps": config.max_steps}
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           lambda s: lr_at(s, **schedule) / config.lr)
         self.train_model: nn.Module = torch.compile(model) if config.compile else model
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -234,7 +272,7 @@ class Trainer:
         self.data_order = DataOrder(len(train_data), config.seed)
         self.step, self.tokens_seen = 0, 0
         self.out_dir = Path(config.out_dir)
-        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.is_main)
         self.checkpoint_path = self.out_dir / "checkpoint.pt"
 
     @property
@@ -248,12 +286,14 @@ class Trainer:
         inputs, targets = zip(*(data[i] for i in indices.tolist()))
         return torch.stack(inputs).to(self.device), torch.stack(targets).to(self.device)
 
-    def train_step(self) -> tuple[Tensor, Tensor]:
-        """One optimizer step over a global batch; returns (mean loss, gradient norm before clipping)."""
+    def train_step(self) -> tuple[Tensor, Tensor, dict[str, float]]:
+        """One optimizer step over a global batch; returns (mean loss, gradient norm before clipping, the mean of
+        each metric `loss_fn` reported over the micro-batches)."""
         cfg = self.config
         global_batch = self.data_order.take(cfg.batch_size * cfg.grad_accum_steps * self.world_size)
         micro_batches = global_batch.view(cfg.grad_accum_steps, self.world_size, cfg.batch_size)[:, self.rank]
         loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, float] = {}
         for i, indices in enumerate(micro_batches):
             x, y = self._batch(self.train_data, indices)
             last = i == cfg.grad_accum_steps - 1
@@ -261,9 +301,12 @@ class Trainer:
             sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
             with sync:
                 with self._autocast():
-                    loss = lm_loss(self.train_model(x), y) / cfg.grad_accum_steps
+                    loss, metrics = self.loss_fn(self.train_model, (x, y))
+                    loss = loss / cfg.grad_accum_steps
                 loss.backward()
             loss_sum += loss.detach()
+            for name, value in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + value / cfg.grad_accum_steps
             self.tokens_seen += y.numel() * self.world_size
         max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
@@ -271,34 +314,29 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss_sum, grad_norm
+        return loss_sum, grad_norm, metric_sums
 
     @torch.no_grad()
     def evaluate(self, data: Sequence[tuple[Tensor, Tensor]], indices: Tensor | None = None) -> float:
-        """Mean per-token loss over `indices` (default: `eval_batches` global batches of fixed, evenly spaced
-        windows), shared out across processes."""
+        """Mean per-token next-token loss over `indices` (default: `eval_batches` global batches of fixed, evenly
+        spaced windows), shared out across processes."""
         if indices is None:
             count = self.config.eval_batches * self.config.batch_size * self.world_size
             indices = evaluation_indices(len(data), count)
         was_training = self.model.training
         self.model.eval()
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # summed loss, token count
+        precise = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
+        totals = torch.zeros(2, dtype=precise, device=self.device)  # summed loss, token count
         for chunk in indices[self.rank::self.world_size].split(self.config.batch_size):
             x, y = self._batch(data, chunk)
             with self._autocast():
                 logits = self.model(x)
-            totals[0] += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").double()
+            totals[0] += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").to(precise)
             totals[1] += y.numel()
         if self.world_size > 1:
             dist.all_reduce(totals)
         self.model.train(was_training)
         return (totals[0] / totals[1]).item()
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
     def _eval_record(self) -> dict[str, Any]:
         record = {"kind": "eval", "step": self.step, "tokens": self.tokens_seen,
@@ -344,44 +382,44 @@ class Trainer:
         self.data_order.load_state_dict(state["data_order"])
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         set_rng_state(state["rng"][self.rank])
-        if self.is_main and self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text().splitlines()
-                    if json.loads(line)["step"] <= self.step]
-            tmp = self.metrics_path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.metrics_path)
+        self.log.truncate(self.step)
 
     def fit(self) -> dict[str, Any]:
         """Train until `config.max_steps`, continuing from `self.step`; returns the last evaluation record."""
         cfg = self.config
         self.model.train()
         if self.step == 0:
-            if self.is_main:
-                self.metrics_path.unlink(missing_ok=True)  # a fresh run starts a fresh log
-            self._log(self._eval_record())
+            self.log.start()
+            self.log.append(self._eval_record())
         progress = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                         unit="step", dynamic_ncols=True)
         loss_sum = torch.zeros((), device=self.device)
+        metric_sums: dict[str, float] = {}
         tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
         last_eval: dict[str, Any] = {}
         while self.step < cfg.max_steps:
             lr = self.scheduler.get_last_lr()[0]
-            loss, grad_norm = self.train_step()
+            loss, grad_norm, metrics = self.train_step()
             loss_sum += loss  # stays on the device: no synchronisation until the next log
+            for name, value in metrics.items():
+                metric_sums[name] = metric_sums.get(name, 0.0) + value
             progress.update()
             if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
                 if self.world_size > 1:
                     dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
-                mean_loss = loss_sum.item() / ((self.step - 1) % cfg.log_interval + 1)
+                steps = (self.step - 1) % cfg.log_interval + 1
+                mean_loss = loss_sum.item() / steps
                 tokens_per_s = (self.tokens_seen - tokens_at_tick) / (time.perf_counter() - tick)
-                self._log({"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": mean_loss,
-                           "lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s})
+                self.log.append({"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": mean_loss,
+                                 **{name: value / steps for name, value in metric_sums.items()},
+                                 "lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s})
                 progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
                 loss_sum.zero_()
+                metric_sums = {}
                 tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
             if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
                 last_eval = self._eval_record()
-                self._log(last_eval)
+                self.log.append(last_eval)
                 tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
             if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or self.step == cfg.max_steps:
                 self.save()

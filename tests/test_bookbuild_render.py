@@ -52,7 +52,7 @@ def test_freeze_follows_the_chapter_and_its_imports(built):
     assert execute.frozen(built, first) is not None and execute.frozen(built, second) is not None
     numbers = built.root / "llm" / "numbers.py"
     original = numbers.read_text()
-    numbers.write_text(original + "\n# changed\n")
+    numbers.write_text(original + "\nCHANGED = True\n")
     try:  # chapter 2 imports llm.numbers, so its freeze is stale; the preface's is not
         assert execute.frozen(built, second) is None
         assert execute.frozen(built, built.chapter("index.qmd")) is not None

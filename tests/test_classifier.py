@@ -21,11 +21,12 @@ from llm.classifier import (
     parse_labelled_lines,
     predict,
     set_trainable,
-    stratified_split,
 )
-from llm.data import DataError
-from llm.finetune import FinetuneConfig, config_from_dict, fit, trainable_parameters
-from llm.train import ConfigError
+from llm.config import from_mapping
+from llm.errors import CheckpointError, ConfigError, DataError
+from llm.finetune import FinetuneConfig, fit, trainable_parameters
+from llm.modelio import save_model
+from llm.splits import split
 
 from conftest import tiny_gpt
 
@@ -50,14 +51,14 @@ def test_balance_and_stratified_split():
     balanced = balance(examples, seed=1)
     assert Counter(e.label for e in balanced) == {"ham": 20, "spam": 20}
     assert set(balanced) <= set(examples) and balance(examples, seed=1) == balanced
-    parts = stratified_split(balanced, (0.7, 0.1, 0.2), seed=1)
+    parts = split(balanced, (0.7, 0.1, 0.2), seed=1, key=lambda e: e.label)
     assert [len(p) for p in parts] == [28, 4, 8]
     for part in parts:
         counts = Counter(e.label for e in part)
         assert counts["ham"] == counts["spam"]
     assert sorted(e.text for p in parts for e in p) == sorted(e.text for e in balanced)
-    with pytest.raises(ValueError, match="sum to 1"):
-        stratified_split(balanced, (0.5, 0.2), seed=1)
+    with pytest.raises(ConfigError, match="sum to 1"):
+        split(balanced, (0.5, 0.2), seed=1, key=lambda e: e.label)
 
 
 def test_collate_pads_right_and_returns_lengths():
@@ -144,35 +145,41 @@ def test_fit_reduces_the_loss_and_records_history():
     assert len(again) == len(history)
 
 
-def test_config_from_dict_builds_nested_sections_and_names_mistakes():
-    config = config_from_dict(ClassifierConfig, {"pooling": "mean", "lora": {"rank": 4}, "train": {"lr": 0.01}})
+def test_classifier_config_reads_nested_sections_and_names_mistakes():
+    config = from_mapping(ClassifierConfig, {"pooling": "mean", "lora": {"rank": 4}, "train": {"lr": "1e-2"}})
     assert config.pooling == "mean" and config.lora.rank == 4 and config.train.lr == 0.01
-    with pytest.raises(ConfigError, match="train: unknown option"):
-        config_from_dict(ClassifierConfig, {"train": {"learning_rate": 1}})
-    with pytest.raises(ConfigError, match="unknown option.*colour"):
-        config_from_dict(ClassifierConfig, {"colour": "red"})
-    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
-        config_from_dict(ClassifierConfig, {"train": {"epochs": 0}})
+    with pytest.raises(ConfigError, match="^train.learning_rate: unknown option"):
+        from_mapping(ClassifierConfig, {"train": {"learning_rate": 1}})
+    with pytest.raises(ConfigError, match="^colour: unknown option"):
+        from_mapping(ClassifierConfig, {"colour": "red"})
+    with pytest.raises(ConfigError, match="^train.epochs: must be at least 1, got 0"):
+        from_mapping(ClassifierConfig, {"train": {"epochs": 0}})
+    with pytest.raises(ConfigError, match="^train.epochs: expected an integer, got True"):
+        from_mapping(ClassifierConfig, {"train": {"epochs": True}})
 
 
 def toy_splits():
     examples = [Example("a" * (3 + i % 5), "vowel") for i in range(24)]
     examples += [Example("x" * (3 + i % 5), "consonant") for i in range(24)]
-    train, val, test = stratified_split(examples, (0.5, 0.25, 0.25), seed=0)
+    train, val, test = split(examples, (0.5, 0.25, 0.25), seed=0, key=lambda e: e.label)
     return {"train": train, "validation": val, "test": test}
 
 
 @pytest.mark.parametrize("lora_rank", [0, 4])
 def test_finetune_learns_a_toy_task_and_saves_what_it_evaluated(tmp_path, lora_rank):
-    config = config_from_dict(ClassifierConfig, {
+    config = from_mapping(ClassifierConfig, {
         "max_length": 16, "lora": {"rank": lora_rank, "alpha": 8},
         "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2}})
     tokenizer = byte_tokenizer()
-    results = finetune_classifier(tiny_gpt(context_length=32), tokenizer, toy_splits(), config, tmp_path)
+    gpt = tiny_gpt(context_length=32)
+    before = {name: t.clone() for name, t in gpt.state_dict().items()}
+    results = finetune_classifier(gpt, tokenizer, toy_splits(), config, tmp_path)
+    assert gpt.lm_head is None and all(torch.equal(t, before[n]) for n, t in gpt.state_dict().items())  # a copy
     assert results["labels"] == ["consonant", "vowel"]
     assert results["metrics"]["test"]["accuracy"] == 1.0
     assert len(results["history"]) == 5 and results["history"][-1]["val_accuracy"] == 1.0
     classifier, loaded_tokenizer = load_classifier(tmp_path)
+    assert classifier.max_length == 16
     encoded = encode_examples(toy_splits()["test"], loaded_tokenizer, classifier.labels, 16)
     assert predict(classifier, encoded, 256).argmax(-1).tolist() == results["predictions"]["test"]
     assert classify(classifier, loaded_tokenizer, "aaaa") == "vowel"
@@ -192,28 +199,27 @@ def test_cli_errors_name_the_problem(tmp_path):
                                           "labels: [ham, spam]\n")
     (tmp_path / "typo.yaml").write_text("pretrained: m.safetensors\ndata: three.tsv\nout_dir: o\ntrain: {epoch: 2}\n")
     (tmp_path / "partial.yaml").write_text("data: three.tsv\nout_dir: o\n")
-    with pytest.raises(DataError, match=r"three\.tsv: label\(s\) phishing do not match the head's labels ham, spam"):
+    (tmp_path / "seed.yaml").write_text("pretrained: m\ndata: three.tsv\nout_dir: o\nsplit_seed: abc\n")
+    with pytest.raises(ConfigError, match=r"seed\.yaml: split_seed: expected an integer, got 'abc'"):
+        cli("finetune-classifier", "--config", str(tmp_path / "seed.yaml"))
+    with pytest.raises(DataError, match=r"three\.tsv: label\(s\) phishing do not match the classifier's labels ham, spam"):
         cli("finetune-classifier", "--config", str(tmp_path / "labels.yaml"))
-    with pytest.raises(ConfigError, match="train: unknown option.*epoch"):
+    with pytest.raises(ConfigError, match=r"typo\.yaml: train\.epoch: unknown option"):
         cli("finetune-classifier", "--config", str(tmp_path / "typo.yaml"))
-    with pytest.raises(ConfigError, match="missing 'pretrained'"):
+    with pytest.raises(ConfigError, match=r"partial\.yaml: pretrained: missing \(or give --pretrained\)"):
         cli("finetune-classifier", "--config", str(tmp_path / "partial.yaml"))
     with pytest.raises(DataError, match="nope.tsv: file not found"):
         cli("finetune-classifier", "--pretrained", "m", "--out-dir", "o", "--data", str(tmp_path / "nope.tsv"))
 
 
 def test_cli_trains_and_classify_checks_labels(tmp_path, capsys):
-    from llm.pretrain import save_weights
-    from llm.bpe import save_bpe
-
-    save_weights(tiny_gpt(context_length=32), tmp_path / "model.safetensors")
-    save_bpe(byte_tokenizer(), tmp_path / "tokenizer.bpe")
+    save_model(tiny_gpt(context_length=32), tmp_path / "model.safetensors", byte_tokenizer())
     lines = [f"vowel\t{'a' * (3 + i % 5)}" for i in range(20)] + [f"consonant\t{'x' * (3 + i % 5)}" for i in range(20)]
     (tmp_path / "toy.tsv").write_text("\n".join(lines) + "\n")
     (tmp_path / "run.yaml").write_text("pretrained: model.safetensors\ndata: toy.tsv\nout_dir: out\nmax_length: 16\n"
                                        "train: {epochs: 3, batch_size: 8, lr: 0.003, warmup_steps: 2}\n")
     cli("finetune-classifier", "--config", str(tmp_path / "run.yaml"))
-    assert "classifier written to" in capsys.readouterr().out
+    assert "; written to" in capsys.readouterr().out
     cli("classify", "--classifier", str(tmp_path / "out"), "aaaa", "xxxxx")
     assert capsys.readouterr().out.split("\n")[:2] == ["vowel\taaaa", "consonant\txxxxx"]
     (tmp_path / "other.tsv").write_text("vowel\taaa\nspam\tWIN\n")
@@ -222,10 +228,36 @@ def test_cli_trains_and_classify_checks_labels(tmp_path, capsys):
 
 
 def test_load_classifier_refuses_foreign_files(tmp_path):
-    from llm.checkpoint import CheckpointError
-
-    with pytest.raises(CheckpointError, match="classifier not found"):
+    with pytest.raises(CheckpointError, match="classifier.safetensors: not found"):
         load_classifier(tmp_path)
     (tmp_path / "classifier.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="not a readable safetensors file"):
         load_classifier(tmp_path)
+
+
+def test_prediction_reads_only_the_max_length_the_classifier_was_trained_with(tmp_path):
+    from llm.classifier import label_probabilities, save_classifier
+
+    classifier = GPTClassifier(tiny_gpt(context_length=32), ["ham", "spam"], max_length=3).eval()
+    tokenizer = byte_tokenizer()
+    assert label_probabilities(classifier, tokenizer, "abcdefgh") == label_probabilities(classifier, tokenizer, "abc")
+    save_classifier(classifier, tokenizer, tmp_path)
+    loaded, _ = load_classifier(tmp_path)
+    assert loaded.max_length == 3
+    loaded.max_length = 8
+    assert label_probabilities(loaded, tokenizer, "abcdefgh") != label_probabilities(loaded, tokenizer, "abc")
+
+
+@pytest.mark.parametrize("command, model_flag", [("finetune-classifier", "--pretrained"),
+                                                 ("finetune-instruct", "--pretrained"), ("dpo", "--model")])
+def test_every_finetuning_command_takes_a_device(command, model_flag, tmp_path):
+    from llm.cli import build_parser
+    from llm.finetune import run_options
+
+    argv = [command, model_flag, "m.safetensors", "--data", "d", "--out-dir", "o"]
+    args = build_parser().parse_args([*argv, "--device", "cpu"])
+    _, values = run_options(args, model_flag[2:], {})
+    assert values["train"]["device"] == "cpu"
+    args = build_parser().parse_args([*argv, "--device", "tpu"])
+    with pytest.raises(ConfigError, match="the command line: train.device: must be auto, cpu, cuda, cuda:N or mps"):
+        args.handler(args)

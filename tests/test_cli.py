@@ -122,9 +122,13 @@ def test_errors_from_a_subprocess_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("change, needles", [
-    (("lr: 0.003", "lr: -1"), ["run.yaml", "lr must be > 0"]),
-    (("max_steps: 12", "max_stepz: 12"), ["unknown training option", "max_stepz"]),
-    (("d_model: 32", "d_model: 32, width: 3"), ["model:", "options must be among"]),
+    (("lr: 0.003", "lr: -1"), ["run.yaml: train.lr: must be > 0, got -1.0"]),
+    (("lr: 0.003", "lr: fast"), ["run.yaml: train.lr: expected a number, got 'fast'"]),
+    (("max_steps: 12", "max_stepz: 12"), ["run.yaml: train.max_stepz: unknown option"]),
+    (("max_steps: 12", "max_steps: true"), ["run.yaml: train.max_steps: expected an integer, got True"]),
+    (("d_model: 32", "d_model: 32, width: 3"), ["run.yaml: model.width: unknown option"]),
+    (("d_model: 32", "d_model: 33"), ["run.yaml: model.d_model: must be a multiple of n_head=2, got 33"]),
+    (("d_model: 32", "d_model: 32, architecture: llama9"), ["run.yaml: model.architecture: 'llama9' is not registered"]),
     (("validation: [plays/c.txt]", "validation: [plays/z.txt]"), ["plays/z.txt", "match no document"]),
     (("files: plays/*.txt", "files: poems/*.txt"), ["poems/*.txt"]),
     (("vocab_size: 300", "vocab_size: 300\n  extra: 1"), ["data", "extra"]),

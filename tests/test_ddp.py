@@ -1,10 +1,15 @@
-"""The trainer under torchrun with two processes (DistributedDataParallel, gloo backend on the CPU)."""
+"""The trainer under torchrun with two processes (DistributedDataParallel, gloo backend on the CPU): two processes on
+one node, and two nodes of one process each that meet over the loopback address as separate machines would."""
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -57,6 +62,11 @@ def test_two_processes_stay_in_sync_and_match_one_process(tmp_path):
         output, _ = run.communicate(timeout=120)
         assert run.returncode == 0, output
 
+    assert_two_ranks_match_one_process(ddp, single)
+
+
+def assert_two_ranks_match_one_process(ddp: Path, single: Path) -> None:
+    """Both ranks of the two-process run hold the same weights, and those match one process with twice the batch."""
     digests = [json.loads((ddp / f"rank{r}-of-2.json").read_text()) for r in range(2)]
     assert digests[0] == digests[1]
 
@@ -69,3 +79,56 @@ def test_two_processes_stay_in_sync_and_match_one_process(tmp_path):
     for a, b in zip(*records):
         loss = "loss" if a["kind"] == "train" else "val_loss"
         assert a["tokens"] == b["tokens"] and abs(a[loss] - b[loss]) < 1e-4
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def multi_node_launch(node: int, nodes: int, port: int, run_id: str) -> list[str]:
+    """torchrun's multi-machine form for one node: every node runs the same command, naming the rendezvous host.
+
+    Between real machines only --rdzv_endpoint (node 0's address) and --local_addr (each node's own address) change;
+    is_host says which node serves the rendezvous store, which on separate machines torchrun infers itself.
+    """
+    return [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}", "--nproc_per_node=1",
+            "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id={run_id}",
+            f"--rdzv_conf=is_host={int(node == 0)},join_timeout=60,read_timeout=60", "--local_addr=127.0.0.1",
+            "--max_restarts=0"]
+
+
+def test_two_nodes_over_loopback_stay_in_sync_and_match_one_process(tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    nodes, single = tmp_path / "nodes", tmp_path / "single"
+    nodes.mkdir(), single.mkdir()
+    port, run_id = free_loopback_port(), f"llm-test-{uuid.uuid4().hex[:8]}"
+    # gloo picks its network interface from the host name unless told: keep all traffic on the loopback device
+    env = {**subprocess_env(), "GLOO_SOCKET_IFNAME": "lo"}
+    commands = {f"node{node}": [*multi_node_launch(node, 2, port, run_id), str(script), str(nodes), "4"]
+                for node in range(2)}
+    commands["single"] = [sys.executable, str(script), str(single), "8"]
+    logs = {name: tmp_path / f"{name}.log" for name in commands}
+    runs = {}
+    try:
+        for name, command in commands.items():
+            with open(logs[name], "w") as log:  # files, not pipes: no process blocks on a full pipe
+                runs[name] = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True)  # its own group, torchrun's workers included
+        deadline = time.monotonic() + 240
+        for name, run in runs.items():
+            try:
+                code = run.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                code = "timed out"
+            assert code == 0, f"{name}: {code}\n{logs[name].read_text()}"
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+                run.wait()
+
+    assert sorted(p.name for p in nodes.glob("rank*.json")) == ["rank0-of-2.json", "rank1-of-2.json"]
+    assert_two_ranks_match_one_process(nodes, single)

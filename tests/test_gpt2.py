@@ -7,7 +7,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from llm.gpt2 import CheckpointError, hf_gpt2_shapes, load_gpt2, to_hf_gpt2
+from llm.errors import CheckpointError
+from llm.gpt2 import hf_gpt2_shapes, load_gpt2, to_hf_gpt2
 from llm.model import GPT, GPTConfig
 
 VOCAB, CONTEXT, LAYERS, HEADS, WIDTH = 101, 32, 2, 4, 64
@@ -120,14 +121,14 @@ def test_real_gpt2_small_names_and_shapes():
                                         "mlp.c_fc": (768, 3072), "mlp.c_proj": (3072, 768)}.items():
             expected[f"h.{i}.{name}.weight"] = (fan_in, fan_out)
             expected[f"h.{i}.{name}.bias"] = (fan_out,)
-    shapes = hf_gpt2_shapes(GPTConfig.gpt2_124m())
+    shapes = hf_gpt2_shapes(GPTConfig.gpt2("124m"))
     assert shapes == expected and len(shapes) == 148
-    assert sum(math.prod(s) for s in shapes.values()) == 124_439_808 == GPTConfig.gpt2_124m().num_params()
+    assert sum(math.prod(s) for s in shapes.values()) == 124_439_808 == GPTConfig.gpt2("124m").num_params()
 
 
 def test_round_trip_through_hf_layout(tmp_path):
     torch.manual_seed(0)
-    model = GPT(GPTConfig.gpt2_124m(n_layer=1, vocab_size=300, context_length=16)).eval()
+    model = GPT(GPTConfig.gpt2("124m", n_layer=1, vocab_size=300, context_length=16)).eval()
     save_file(to_hf_gpt2(model), tmp_path / "model.safetensors")
     loaded = load_gpt2(tmp_path)
     idx = torch.randint(0, 300, (2, 16))

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import llm.instruct
 from llm.bpe import BPETokenizer
-from llm.data import DataError
+from llm.errors import DataError
 from llm.instruct import (
     IGNORE_INDEX,
     InstructConfig,
@@ -23,13 +23,13 @@ from llm.instruct import (
     instruction_loss,
     lcs_length,
     load_instruction_file,
-    random_split,
     respond,
     response_loss,
     rouge_l,
 )
-from llm.finetune import config_from_dict
-from llm.train import ConfigError
+from llm.config import from_mapping
+from llm.errors import ConfigError
+from llm.splits import split
 
 from conftest import tiny_gpt
 
@@ -107,12 +107,12 @@ def test_load_instruction_file_names_file_entry_and_key(tmp_path):
         load_instruction_file(tmp_path / "broken.json")
 
 
-def test_random_split_is_a_seeded_partition():
-    parts = random_split(list(range(100)), (0.85, 0.05, 0.10), seed=3)
+def test_split_is_a_seeded_partition():
+    parts = split(list(range(100)), (0.85, 0.05, 0.10), seed=3)
     assert [len(p) for p in parts] == [85, 5, 10]
     assert sorted(sum(parts, [])) == list(range(100))
-    assert parts == random_split(list(range(100)), (0.85, 0.05, 0.10), seed=3)
-    assert parts != random_split(list(range(100)), (0.85, 0.05, 0.10), seed=4)
+    assert parts == split(list(range(100)), (0.85, 0.05, 0.10), seed=3)
+    assert parts != split(list(range(100)), (0.85, 0.05, 0.10), seed=4)
 
 
 def test_respond_stops_at_end_of_text(monkeypatch):
@@ -134,13 +134,16 @@ def test_finetuning_learns_a_fixed_answer(tmp_path):
     tokenizer = BPETokenizer([])
     entries = [{"instruction": f"Say yes {i}", "input": "", "output": "yes"} for i in range(12)]
     splits = {"train": entries[:8], "validation": entries[8:10], "test": entries[10:]}
-    config = config_from_dict(InstructConfig, {"max_length": 48, "train": {"epochs": 10, "batch_size": 4, "lr": 3e-2,
+    config = from_mapping(InstructConfig, {"max_length": 48, "train": {"epochs": 10, "batch_size": 4, "lr": 3e-2,
                                                                              "warmup_steps": 2}})
-    results = finetune_instructions(tiny_gpt(), tokenizer, splits, config, tmp_path)
+    gpt = tiny_gpt()
+    before = [p.clone() for p in gpt.parameters()]
+    results = finetune_instructions(gpt, tokenizer, splits, config, tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(before, gpt.parameters()))  # it trained a copy
     losses = [r["val_loss"] for r in results["history"]]
     assert losses[-1] < losses[0] / 2 and (tmp_path / "model.safetensors").is_file()
     with pytest.raises(ConfigError, match="max_length"):
-        finetune_instructions(tiny_gpt(), tokenizer, splits, config_from_dict(InstructConfig, {"max_length": 99}),
+        finetune_instructions(tiny_gpt(), tokenizer, splits, from_mapping(InstructConfig, {"max_length": 99}),
                               tmp_path)
     encoded = encode_instructions(entries[:1], tokenizer)
     assert encoded[0][1] == list(b"yes")
@@ -157,5 +160,5 @@ def test_cli_names_the_missing_key(tmp_path):
         args.handler(args)
     (tmp_path / "run.yaml").write_text("pretrained: m\ndata: pairs.json\nout_dir: o\nmask_prompts: true\n")
     args = parser.parse_args(["finetune-instruct", "--config", str(tmp_path / "run.yaml")])
-    with pytest.raises(ConfigError, match="unknown option.*mask_prompts"):
+    with pytest.raises(ConfigError, match=r"run\.yaml: mask_prompts: unknown option"):
         args.handler(args)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from llm.errors import ConfigError
 from llm.model import GPT, MLP, Block, GPTConfig
 
 
@@ -25,14 +26,14 @@ def test_config_defaults_and_validation():
         tiny_config(n_kv_head=3)
 
 
-@pytest.mark.parametrize("preset,shape", [
-    (GPTConfig.gpt2_124m, (12, 12, 768)),
-    (GPTConfig.gpt2_355m, (24, 16, 1024)),
-    (GPTConfig.gpt2_774m, (36, 20, 1280)),
-    (GPTConfig.gpt2_1558m, (48, 25, 1600)),
+@pytest.mark.parametrize("size,shape", [
+    ("124m", (12, 12, 768)),
+    ("355m", (24, 16, 1024)),
+    ("774m", (36, 20, 1280)),
+    ("1558m", (48, 25, 1600)),
 ])
-def test_gpt2_presets_have_published_shapes(preset, shape):
-    config = preset()
+def test_gpt2_presets_have_published_shapes(size, shape):
+    config = GPTConfig.gpt2(size)
     assert (config.n_layer, config.n_head, config.d_model) == shape
     assert (config.vocab_size, config.context_length, config.bias, config.tie_weights) == (50257, 1024, True, True)
     d, n = config.d_model, config.n_layer
@@ -41,14 +42,16 @@ def test_gpt2_presets_have_published_shapes(preset, shape):
 
 
 def test_presets_accept_overrides():
-    assert GPTConfig.gpt2_124m(n_layer=2, dropout=0.1).n_layer == 2
+    assert GPTConfig.gpt2("124m", n_layer=2, dropout=0.1).n_layer == 2
+    with pytest.raises(ConfigError, match="GPT-2 size must be one of 124m, 355m, 774m, 1558m, got '125m'"):
+        GPTConfig.gpt2("125m")
     small = GPTConfig.small(vocab_size=1000, n_kv_head=2)
     assert (small.vocab_size, small.n_kv_head, small.bias) == (1000, 2, False)
     assert GPTConfig.tiny(vocab_size=50).vocab_size == 50
 
 
 def test_gpt2_small_parameter_count():
-    assert GPTConfig.gpt2_124m().num_params() == 124_439_808
+    assert GPTConfig.gpt2("124m").num_params() == 124_439_808
 
 
 @pytest.mark.parametrize("overrides", [{}, {"tie_weights": False}, {"bias": True}, {"n_kv_head": 2}])
@@ -172,5 +175,5 @@ def test_block_with_zero_branches_is_identity_and_mlp_is_positionwise():
 
 
 def test_replace_keeps_config_valid():
-    config = dataclasses.replace(GPTConfig.gpt2_124m(), n_kv_head=4)
-    assert config.num_params() < GPTConfig.gpt2_124m().num_params()
+    config = dataclasses.replace(GPTConfig.gpt2("124m"), n_kv_head=4)
+    assert config.num_params() < GPTConfig.gpt2("124m").num_params()

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from llm.bpe import BPETokenizer
-from llm.data import DataError
-from llm.finetune import config_from_dict
+from llm.config import from_mapping
+from llm.errors import DataError
 from llm.instruct import IGNORE_INDEX, collate_instructions
 from llm.preference import (
     DPOConfig,
@@ -22,7 +22,7 @@ from llm.preference import (
     train_dpo,
     with_reference_logprobs,
 )
-from llm.train import ConfigError
+from llm.errors import ConfigError
 
 from conftest import tiny_gpt
 
@@ -87,15 +87,15 @@ def test_reference_model_gives_zero_rewards_and_log2_loss():
 
 def test_training_increases_the_margin(tmp_path):
     splits = {"train": pairs(8), "validation": pairs(10)[8:], "test": pairs(12)[10:]}
-    config = config_from_dict(DPOConfig, {"beta": 0.5, "max_length": 64,
+    config = from_mapping(DPOConfig, {"beta": 0.5, "max_length": 64,
                                           "train": {"epochs": 4, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0}})
     results = train_dpo(tiny_gpt(), BPETokenizer([]), splits, config, tmp_path)
     first, last = results["history"][0], results["history"][-1]
     assert first["val_loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert last["val_margin"] > 0.5 and last["val_loss"] < first["val_loss"]
     assert results["metrics"]["test"]["pair_accuracy"] == 1.0
-    with pytest.raises(ConfigError, match="beta"):
-        train_dpo(tiny_gpt(), BPETokenizer([]), splits, config_from_dict(DPOConfig, {"beta": 0}), tmp_path)
+    with pytest.raises(ConfigError, match="^beta: must be > 0, got 0"):
+        from_mapping(DPOConfig, {"beta": 0})
 
 
 def test_cli_names_the_missing_key(tmp_path):
@@ -106,5 +106,5 @@ def test_cli_names_the_missing_key(tmp_path):
     with pytest.raises(DataError, match=r"instructions\.json: entry 0 has no key 'chosen'"):
         args.handler(args)
     args = parser.parse_args(["dpo", "--data", "x.json", "--out-dir", "o"])
-    with pytest.raises(ConfigError, match="missing 'model'"):
+    with pytest.raises(ConfigError, match=r"the command line: model: missing \(or give --model\)"):
         args.handler(args)

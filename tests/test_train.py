@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from llm.model import GPT, GPTConfig
-from llm.train import (ConfigError, DataOrder, TrainConfig, Trainer, evaluation_indices, lm_loss, lr_at,
-                       param_groups)
+from llm.config import from_mapping
+from llm.errors import ConfigError
+from llm.train import (DataOrder, MetricsLog, TrainConfig, Trainer, evaluation_indices, lm_loss, lr_at,
+                       param_groups, resolve_device)
 
 TINY = dict(vocab_size=32, context_length=8, n_layer=1, n_head=2, n_kv_head=2, d_model=16, dropout=0.0,
             bias=True, tie_weights=True)
@@ -34,8 +36,7 @@ def test_lm_loss_is_mean_token_cross_entropy():
 
 
 def test_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
-    config = TrainConfig(max_steps=110, warmup_steps=10, lr=1e-3, min_lr=1e-4)
-    lrs = [lr_at(step, config) for step in range(130)]
+    lrs = [lr_at(step, lr=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110) for step in range(130)]
     assert lrs[:10] == pytest.approx([1e-3 * (s + 1) / 10 for s in range(10)])
     assert max(lrs) == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
@@ -49,7 +50,8 @@ def test_trainer_follows_schedule(tmp_path):
     Trainer(tiny_model(), windows(), windows(400), config).fit()
     logged = [r["lr"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
               if r["kind"] == "train"]
-    assert logged == pytest.approx([lr_at(step, config) for step in range(12)])
+    assert logged == pytest.approx([lr_at(step, lr=config.lr, min_lr=config.min_lr, warmup_steps=4, max_steps=12)
+                                    for step in range(12)])
 
 
 def test_param_groups_decay_matrices_only():
@@ -141,10 +143,11 @@ def test_on_eval_adds_fields_and_does_not_disturb_training(tmp_path):
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("lr", -1.0, "lr must be > 0"),
-    ("max_steps", 0, "max_steps must be a positive integer"),
-    ("min_lr", 1.0, "min_lr must be between"),
-    ("precision", "fp8", "precision must be"),
+    ("lr", -1.0, "^lr: must be > 0, got -1.0"),
+    ("max_steps", 0, "^max_steps: must be at least 1, got 0"),
+    ("min_lr", 1.0, "^min_lr: must be between 0 and lr=0.001, got 1.0"),
+    ("precision", "fp8", "^precision: must be auto, fp32 or bf16, got 'fp8'"),
+    ("device", "tpu", "^device: must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     ("checkpoint_interval", 15, "multiple of log_interval"),
 ])
 def test_bad_config_values_are_named(field, value, message):
@@ -153,5 +156,52 @@ def test_bad_config_values_are_named(field, value, message):
 
 
 def test_unknown_option_is_named():
-    with pytest.raises(ConfigError, match="unknown training option.*learning_rate"):
-        TrainConfig.from_dict({"learning_rate": 0.1})
+    with pytest.raises(ConfigError, match="^train.learning_rate: unknown option"):
+        from_mapping(TrainConfig, {"learning_rate": 0.1}, "train")
+
+
+def test_trainer_takes_a_loss_function_and_logs_its_metrics(tmp_path):
+    def with_penalty(model, batch):
+        inputs, targets = batch
+        loss = lm_loss(model(inputs), targets)
+        penalty = sum(p.square().sum() for p in model.parameters()) * 0.0  # a zero term: the same updates
+        return loss + penalty, {"penalty": 1.5}
+
+    runs = {}
+    for name, loss_fn in {"default": None, "custom": with_penalty}.items():
+        config = TrainConfig(max_steps=4, batch_size=2, warmup_steps=1, log_interval=2, eval_interval=100,
+                             eval_batches=1, out_dir=str(tmp_path / name), progress=False)
+        options = {} if loss_fn is None else {"loss_fn": loss_fn}
+        Trainer(tiny_model(), windows(), windows(400), config, **options).fit()
+        runs[name] = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+                      if json.loads(line)["kind"] == "train"]
+    assert [r["penalty"] for r in runs["custom"]] == [1.5, 1.5]
+    assert [r["loss"] for r in runs["custom"]] == [r["loss"] for r in runs["default"]]
+    assert "penalty" not in runs["default"][0]
+
+
+@pytest.mark.parametrize("cuda, mps, expected", [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")])
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto").type == expected
+
+
+def test_asking_for_an_absent_device_is_a_config_error(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: 'mps' requested but MPS is not available"):
+        resolve_device("mps")
+    with pytest.raises(ConfigError, match="device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"):
+        resolve_device("gpu")
+
+
+def test_metrics_log_truncates_after_a_resume_point(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for step in range(5):
+        log.append({"step": step})
+    log.truncate(2)
+    assert [json.loads(line)["step"] for line in log.path.read_text().splitlines()] == [0, 1, 2]
+    MetricsLog(tmp_path / "other.jsonl", enabled=False).append({"step": 0})  # another rank: writes nothing
+    assert not (tmp_path / "other.jsonl").exists()
