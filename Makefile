@@ -31,7 +31,7 @@ chapter: tangle  ## execute one chapter: make chapter CH=chapters/01-tokens.qmd
 execute: tangle  ## execute every chapter whose freeze is stale
 	$(PY) -m bookbuild execute
 
-book: tangle  ## build the website and the PDF into _book/
+book: tangle  ## build the website, the PDF and the EPUB into _book/
 	$(PY) -m bookbuild book
 	$(PY) -m bookbuild verify
 
@@ -43,7 +43,7 @@ pdf: tangle  ## build only the PDF
 
 test: check test-unit test-notebooks  ## everything CI runs: check, pytest, nbval, a render of the book
 	$(PY) -m bookbuild book --renderer embedded
-	$(PY) -m bookbuild verify
+	$(PY) -m bookbuild verify --browser  # also headless Chromium at 1280 and 390 px; screenshots in _book/screenshots/
 
 test-unit:  ## pytest for llm/ and the build tools
 	$(PY) -m pytest -q tests
@@ -51,7 +51,7 @@ test-unit:  ## pytest for llm/ and the build tools
 test-notebooks:  ## nbval: re-run every chapter and compare with its frozen outputs
 	$(PY) -m pytest -q $(NBVAL) _notebooks
 
-bench: $(VENV)/.bench-installed  ## install the references (requirements-bench.txt), run every benchmark
+bench: $(VENV)/.bench-installed book  ## install the references, build the book (the playground is measured in it), run every benchmark
 	@failed=; for b in benchmarks/[!_]*.py; do echo "== $$b"; $(PY) $$b || failed="$$failed $$b"; done; \
 	if [ -n "$$failed" ]; then echo "benchmarks that failed:$$failed"; exit 1; fi
 

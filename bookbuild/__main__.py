@@ -21,12 +21,15 @@ def main(argv=None) -> int:
     run = commands.add_parser("execute", help="execute chapters whose freeze is stale (all by default)")
     run.add_argument("chapters", nargs="*", help="chapter files, e.g. chapters/01-tokens.qmd")
     run.add_argument("--force", action="store_true", help="execute even when the freeze is current")
-    book = commands.add_parser("book", help="build _book/ (website and PDF)")
-    book.add_argument("--format", choices=["html", "pdf"], action="append",
-                      help="build only this format (repeatable); default both")
+    book = commands.add_parser("book", help="build _book/ (website, PDF and EPUB)")
+    book.add_argument("--format", choices=["html", "pdf", "epub"], action="append",
+                      help="build only this format (repeatable); default all three")
     book.add_argument("--renderer", choices=["auto", "quarto", "embedded"], default="auto",
                       help="auto uses quarto when it is on PATH, else the embedded renderer")
-    commands.add_parser("verify", help="check the built site: links, anchors, images, cross-references, PDF")
+    check_site = commands.add_parser("verify", help="check the built site: links, anchors, images, cross-references, PDF")
+    check_site.add_argument("--browser", action="store_true",
+                            help="also open every page in headless Chromium at desktop and phone widths, light and "
+                                 "dark, and keep screenshots in _book/screenshots/")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -52,16 +55,21 @@ def main(argv=None) -> int:
                 return subprocess.call(["quarto", "render", *formats], cwd=book_project.root)
             from . import build
 
-            build.build(book_project, formats=tuple(args.format or ("html", "pdf")))
+            build.build(book_project, formats=tuple(args.format or ("html", "pdf", "epub")))
         elif args.command == "verify":
             from . import verify
 
             problems = verify.verify_site(book_project)
+            if args.browser and book_project.output_dir.is_dir():
+                from . import browser
+
+                problems += browser.main_check(book_project.output_dir)
             for problem in problems:
                 print(problem, file=sys.stderr)
             if problems:
                 return 1
-            print(f"{book_project.output_dir.name}/ verified: links, anchors, images, cross-references and PDF")
+            print(f"{book_project.output_dir.name}/ verified: links, anchors, images, cross-references, PDF and EPUB"
+                  + (", and in a browser" if args.browser else ""))
     except BookError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

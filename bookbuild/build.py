@@ -1,4 +1,4 @@
-"""Build the book: execute what is stale, then render the website and the PDF.
+"""Build the book: run the pre-render commands, execute what is stale, then render the website, the PDF and the EPUB.
 
 The output is assembled in a staging directory and swapped in only when
 everything succeeded, so a broken chapter never wipes the last good build.
@@ -10,10 +10,12 @@ import copy
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from . import execute, html, markdown, pandoc, pdf
+from . import epub, execute, html, markdown, pandoc, pdf
 from .project import Chapter, Project
 from .qmd import BookError
 
@@ -34,7 +36,8 @@ def notebooks(project: Project, chapters=None, *, force: bool = False, log=print
     return result
 
 
-def build(project: Project, *, formats=("html", "pdf"), log=print) -> Path:
+def build(project: Project, *, formats=("html", "pdf", "epub"), log=print) -> Path:
+    pre_render(project, log=log)
     nbs = notebooks(project, log=log)
     stamp = _stamp(project, formats)
     out = project.output_dir
@@ -60,15 +63,38 @@ def build(project: Project, *, formats=("html", "pdf"), log=print) -> Path:
             finished = {c: _finish(project, c, copy.deepcopy(d), targets, "html") for c, d in docs.items()}
             titles = {c: html.chapter_title(d) for c, d in docs.items()}
             html.write_site(project, staging, finished, titles, provenance)
+            copy_resources(project, staging)
         if "pdf" in formats:
             finished = [_finish(project, c, copy.deepcopy(d), targets, "typst") for c, d in docs.items()]
-            pdf.write_pdf(project, staging, finished, _pdf_provenance(provenance))
+            pdf.write_pdf(project, staging, finished, _pdf_provenance(provenance), log=log)
+        if "epub" in formats:
+            finished = [_finish(project, c, copy.deepcopy(d), targets, "epub") for c, d in docs.items()]
+            epub.write_epub(project, staging, finished, _pdf_provenance(provenance))
         (staging / STAMP).write_text(stamp)
         _swap(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"built {out.relative_to(project.root)}/")
     return out
+
+
+def pre_render(project: Project, log=print) -> None:
+    """Run `project.pre-render` in the project root, as Quarto does before a render. `python` on the PATH is the
+    interpreter running this build (the project's virtual environment), so commands find the book's packages."""
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    for command in project.pre_render:
+        log(f"pre-render: {command}")
+        status = subprocess.call(command, shell=True, cwd=project.root, env=env)
+        if status:
+            raise BookError(project.root / "_quarto.yml", None,
+                            f"pre-render command {command!r} failed with exit status {status}")
+
+
+def copy_resources(project: Project, site: Path) -> None:
+    """Copy the files of `project.resources` into the site, keeping their paths."""
+    for path in project.resource_files():
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(project.root / path, site / path)
 
 
 def _finish(project: Project, chapter: Chapter, doc: dict, targets, fmt: str) -> dict:
@@ -89,11 +115,12 @@ def _line_of(project: Project, chapter: Chapter, needle: str) -> int | None:
 
 def _stamp(project: Project, formats) -> str:
     """Everything the rendered output depends on, hashed: chapters (whose prose is not in the freeze key),
-    notebooks, renderer, config."""
+    notebooks, resources, renderer, config."""
     digest = hashlib.sha256(repr(sorted(formats)).encode())
     inputs = [project.root / "_quarto.yml", *sorted(Path(__file__).parent.rglob("*.*"))]
     inputs += [project.root / c.path for c in project.chapters]
     inputs += [execute.notebook_path(project, c) for c in project.chapters]
+    inputs += [project.root / path for path in project.resource_files()]
     for path in inputs:
         if path.suffix != ".pyc":
             digest.update(path.name.encode() + path.read_bytes())

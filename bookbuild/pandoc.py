@@ -3,18 +3,28 @@
 Pandoc parses the markdown; this module then numbers sections and figures
 per chapter (Figure 2.3, Section 2.1), resolves `@sec-` and `@fig-`
 cross-references across chapters, and turns callouts and folded code into
-HTML or Typst. The same AST feeds both outputs, so the website and the PDF
-agree on every number.
+HTML, Typst or the EPUB's XHTML. The same AST feeds every output, so the
+website, the PDF and the EPUB agree on every number.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from html import escape
 
 import pypandoc
 
+# Quarto's format names for `.content-visible when-format=...`, by the output they select here.
+# Quarto counts an EPUB as HTML too, but not as "html:js" (an e-reader runs no scripts).
+FORMAT_ALIASES = {"html": {"html", "html5", "html:js"}, "typst": {"pdf", "typst", "latex"},
+                  "epub": {"epub", "epub3", "html"}}
+# An apostrophe right after a digit ("GPT-2's"): pandoc's typst writer turns ’ back into ', which Typst's smart
+# quotes then print as a prime (2′s). Written as a raw ’ it stays an apostrophe.
+_DIGIT_APOSTROPHE = re.compile(r"(?<=\d)’")
+# Control characters (a model's sample may print one) are invalid in XML and invisible in a PDF.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 CALLOUT_TITLES = {"note": "Note", "tip": "Tip", "warning": "Warning", "important": "Important", "caution": "Caution"}
 
 
@@ -30,7 +40,7 @@ def convert(doc: dict, to: str, extra_args: list[str] | None = None) -> str:
 class Target:
     """Something a cross-reference can point to."""
 
-    kind: str  # "Chapter", "Section" or "Figure"
+    kind: str  # "Chapter", "Appendix", "Section", "Figure" or "Table"
     number: str
     page: str  # the HTML page that holds it
 
@@ -89,19 +99,19 @@ def raw(fmt: str, text: str, inline: bool = False) -> dict:
 
 # --- numbering -------------------------------------------------------------
 
-def number_chapter(doc: dict, chapter_number: int | None, page: str) -> dict[str, Target]:
+def number_chapter(doc: dict, chapter_number: int | str | None, page: str) -> dict[str, Target]:
     """Number headers and figures in place; return the chapter's cross-reference targets.
 
     Headers get a `number` attribute (rendered by `finish`); figures get
-    "Figure N.k: " prepended to their caption. Callout titles are not
+    "Figure N.k: " prepended to their caption, and tables with an id
+    "Table N.k: ". Callout titles are not
     headers of the document and are skipped, as Quarto does.
     """
     targets: dict[str, Target] = {}
     counters = [0] * 6
-    figures = 0
+    floats = {"Figure": 0, "Table": 0}
 
     def visit_blocks(blocks, in_callout=False):
-        nonlocal figures
         for index, block in enumerate(blocks):
             t = block.get("t")
             if t == "Header":
@@ -120,15 +130,17 @@ def number_chapter(doc: dict, chapter_number: int | None, page: str) -> dict[str
                 number = ".".join(str(n) for n in counters[:level])
                 attrs.append(["number", number])
                 if ident:
-                    targets[ident] = Target("Chapter" if level == 1 else "Section", number, page)
-            elif t == "Figure":
+                    title_kind = "Appendix" if isinstance(chapter_number, str) else "Chapter"
+                    targets[ident] = Target(title_kind if level == 1 else "Section", number, page)
+            elif t in ("Figure", "Table"):  # a table is numbered when it has an id: `: Caption {#tbl-id}`
                 ident = block["c"][0][0]
                 if ident:
-                    figures += 1
-                    number = f"{chapter_number}.{figures}" if chapter_number else str(figures)
-                    targets[ident] = Target("Figure", number, page)
+                    kind = "Figure" if t == "Figure" else "Table"
+                    floats[kind] += 1
+                    number = f"{chapter_number}.{floats[kind]}" if chapter_number else str(floats[kind])
+                    targets[ident] = Target(kind, number, page)
                     caption_blocks = block["c"][1][1]
-                    prefix = [{"t": "Strong", "c": text_inlines(f"Figure {number}:")}, {"t": "Space"}]
+                    prefix = [{"t": "Strong", "c": text_inlines(f"{kind} {number}:")}, {"t": "Space"}]
                     if caption_blocks and caption_blocks[0]["t"] in ("Plain", "Para"):
                         caption_blocks[0]["c"][:0] = prefix
             elif t == "Div":
@@ -146,7 +158,7 @@ class UnresolvedReference(Exception):
 
 
 def finish(doc: dict, targets: dict[str, Target], fmt: str) -> dict:
-    """Resolve references and lower book constructs for fmt ("html" or "typst")."""
+    """Resolve references and lower book constructs for fmt ("html", "typst" or "epub")."""
     missing = []
 
     def link_to(target: Target, ident: str, text: str) -> dict:
@@ -173,6 +185,8 @@ def finish(doc: dict, targets: dict[str, Target], fmt: str) -> dict:
             return _div(node, fmt)
         if t == "CodeBlock" and fmt == "typst" and "cell-output" in node["c"][0][1]:
             return _typst_output(node)
+        if t == "Str" and fmt == "typst" and _DIGIT_APOSTROPHE.search(node["c"]):
+            return _typst_apostrophes(node["c"])
         return None
 
     doc = walk(doc, fn)
@@ -193,12 +207,38 @@ def _join(links: list[dict]) -> list[dict]:
     return out
 
 
+def _visible(classes: list[str], attrs: dict, fmt: str) -> bool:
+    """Quarto's conditional content: `.content-visible` or `.content-hidden`, `when-format` or `unless-format`."""
+    names = FORMAT_ALIASES[fmt]
+    if "when-format" in attrs:
+        matches = attrs["when-format"] in names
+    else:
+        matches = attrs.get("unless-format") not in names
+    return matches if "content-visible" in classes else not matches
+
+
+def visible_controls(text: str) -> str:
+    """Control characters as their Unicode pictures (U+001A as ␚), for the PDF and the EPUB."""
+    return _CONTROL.sub(lambda m: chr(0x2421 if m.group() == "\x7f" else 0x2400 + ord(m.group())), text)
+
+
 def _typst_output(node) -> dict:
     """A cell's output as a Typst `output` block (defined in book.typ), so it looks unlike code."""
     (_, classes, _), text = node["c"]
+    text = visible_controls(text)
     kind = next((c for c in ("stderr", "error") if c in classes), "stdout")
     literal = text.replace("\\", "\\\\").replace('"', '\\"')
     return raw("typst", f'#output(kind: "{kind}", "{literal}")')
+
+
+def _typst_apostrophes(text: str) -> list[dict]:
+    pieces = _DIGIT_APOSTROPHE.split(text)
+    out = [{"t": "Str", "c": pieces[0]}] if pieces[0] else []
+    for piece in pieces[1:]:
+        out.append(raw("typst", "’", inline=True))
+        if piece:
+            out.append({"t": "Str", "c": piece})
+    return out
 
 
 def _header(node, fmt):
@@ -207,7 +247,7 @@ def _header(node, fmt):
     if not number:
         return None
     attrs = [a for a in attrs if a[0] != "number"]
-    if fmt == "html":
+    if fmt in ("html", "epub"):
         span = {"t": "Span", "c": [["", ["header-section-number"], []], [{"t": "Str", "c": number}]]}
         inlines = [span, {"t": "Space"}] + inlines
     else:
@@ -220,11 +260,19 @@ def _div(node, fmt):
     attrs = dict(attrs)
     if "only-html" in classes:
         return blocks if fmt == "html" else []
-    if "only-pdf" in classes:
-        return blocks if fmt == "typst" else []
+    if "only-pdf" in classes:  # the plain-text twin of an HTML output: an e-reader gets it too
+        return blocks if fmt in ("typst", "epub") else []
+    if "content-visible" in classes or "content-hidden" in classes:
+        return blocks if _visible(classes, attrs, fmt) else []
     if "code-fold" in classes:
-        if fmt != "html":
-            return blocks
+        if fmt != "html":  # paper cannot fold: the code is shown, under its summary when the chapter gave one
+            summary = attrs.get("summary", "Code")
+            if summary == "Code":
+                return blocks
+            if fmt == "typst":
+                return [raw("typst", f'#code-summary("{_typst_string(summary)}")'), *blocks]
+            return [{"t": "Div", "c": [["", ["code-summary"], []], [{"t": "Para", "c": text_inlines(summary)}]]},
+                    *blocks]
         summary = escape(attrs.get("summary", "Code"))
         return [raw("html", f'<details class="code-fold"><summary>{summary}</summary>'), *blocks, raw("html", "</details>")]
     kind = next((c.split("-", 1)[1] for c in classes if c.startswith("callout-")), None)
@@ -245,5 +293,12 @@ def _div(node, fmt):
                         '<div class="callout-body">')
             close_tag = "</div></div>"
         return [raw("html", open_tag), *blocks, raw("html", close_tag)]
-    typst_title = title.replace("\\", "\\\\").replace('"', '\\"')
-    return [raw("typst", f'#callout(kind: "{kind}", title: "{typst_title}")['), *blocks, raw("typst", "]")]
+    if fmt == "epub":  # e-readers cannot fold: the callout is open, built of plain divs that are always valid XHTML
+        heading = {"t": "Div", "c": [["", ["callout-title"], []], [{"t": "Para", "c": text_inlines(title)}]]}
+        return {"t": "Div", "c": [[ident, ["callout", f"callout-{kind}"], []], [heading, *blocks]]}
+    return [raw("typst", f'#callout(kind: "{kind}", title: "{_typst_string(title)}")['), *blocks, raw("typst", "]")]
+
+
+def _typst_string(text: str) -> str:
+    """text inside a Typst string literal"""
+    return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -3,11 +3,19 @@
 Every link between pages (and to anchors inside them) must resolve, every
 image must exist, no cross-reference may be left unresolved (`??`, a raw
 `@fig-...`), every chapter must be in the navigation, and the PDF must exist.
+The EPUB must hold every image it shows and no unresolved reference, and pass
+`epubcheck` (Debian's package), the reference validator of the EPUB standard.
 """
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
+import shutil
+import subprocess
+import sys
+import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -54,8 +62,9 @@ class _Page(HTMLParser):
             self.text.append(data)
 
 
-def verify_site(project: Project, site: Path | None = None) -> list[str]:
-    """Return the problems found in the built site (empty when it is sound)."""
+def verify_site(project: Project, site: Path | None = None, log=None) -> list[str]:
+    """Return the problems found in the built site (empty when it is sound); log(message) hears what was not
+    checked (stderr by default)."""
     site = site or project.output_dir
     if not site.is_dir():
         return [f"{site} does not exist: build the book first (make book)"]
@@ -86,7 +95,54 @@ def verify_site(project: Project, site: Path | None = None) -> list[str]:
     pdf = site / f"{project.output_file}.pdf"
     if not pdf.is_file() or not pdf.read_bytes()[:5] == b"%PDF-":
         problems.append(f"{pdf.name}: the PDF is missing or not a PDF")
+    problems.extend(verify_epub(site / f"{project.output_file}.epub", log=log))
     return problems
+
+
+def verify_epub(epub: Path, log=None) -> list[str]:
+    """The EPUB's own checks (images, references), then epubcheck's; without epubcheck the second part is skipped
+    with a message, except under CI (CI=true), where a missing validator is a failure."""
+    if not zipfile.is_zipfile(epub):
+        return [f"{epub.name}: the EPUB is missing or not a zip archive"]
+    problems = []
+    with zipfile.ZipFile(epub) as archive:
+        names = set(archive.namelist())
+        for name in sorted(n for n in names if n.endswith(".xhtml")):
+            page = _Page()
+            page.feed(archive.read(name).decode("utf-8"))
+            for src in page.images:
+                if posixpath.normpath(posixpath.join(posixpath.dirname(name), unquote(src))) not in names:
+                    problems.append(f"{epub.name}: {name}: image {src!r} is not in the book")
+            for m in _RAW_REF.finditer(" ".join(page.text)):
+                problems.append(f"{epub.name}: {name}: unresolved cross-reference {m.group(0)!r}")
+    command = epubcheck_command()
+    if command is None:
+        if os.environ.get("CI") == "true":
+            return problems + [f"{epub.name}: epubcheck is not installed, and CI must validate the EPUB "
+                               "(apt-get install epubcheck)"]
+        (log or (lambda m: print(m, file=sys.stderr)))(
+            f"{epub.name}: not validated, epubcheck is not installed (apt-get install epubcheck)")
+        return problems
+    result = subprocess.run([*command, "--quiet", str(epub)], capture_output=True, text=True)
+    findings = [line.strip() for line in (result.stdout + result.stderr).splitlines()
+                if line.startswith(("FATAL", "ERROR", "WARNING"))]
+    if result.returncode and not findings:
+        findings = [f"epubcheck failed with exit status {result.returncode}: {result.stderr.strip()[-500:]}"]
+    return problems + [f"{epub.name}: {finding}" for finding in findings]
+
+
+def epubcheck_command() -> list[str] | None:
+    """How to run epubcheck here. Debian installs it as an executable jar, which runs by itself only where the
+    kernel hands jars to Java (binfmt_misc), so a jar is run with `java -jar`."""
+    path = shutil.which("epubcheck")
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        is_jar = f.read(2) == b"PK"
+    if not is_jar:
+        return [path]
+    java = shutil.which("java")
+    return [java, "-jar", path] if java else None
 
 
 def _check_link(site: Path, page: str, href: str, pages: dict) -> str | None:

@@ -7,26 +7,31 @@ Each module is written, explained and tested in one chapter of the book:
     llm.attention   chapters/02-attention.qmd
     llm.bpe         chapters/01-tokens.qmd
     llm.checkpoint  chapters/04-pretraining.qmd
-    llm.classifier  chapters/05-classification.qmd
+    llm.classifier  chapters/06-classification.qmd
     llm.cli         chapters/04-pretraining.qmd
     llm.config      chapters/04-pretraining.qmd
     llm.corpus      chapters/04-pretraining.qmd
     llm.data        chapters/01-tokens.qmd
     llm.dataset     chapters/01-tokens.qmd
     llm.errors      chapters/01-tokens.qmd
-    llm.finetune    chapters/05-classification.qmd
+    llm.finetune    chapters/06-classification.qmd
     llm.generate    chapters/03-gpt.qmd
     llm.gpt2        chapters/03-gpt.qmd
-    llm.instruct    chapters/06-instructions.qmd
-    llm.lora        chapters/05-classification.qmd
+    llm.hub         chapters/05-modern.qmd
+    llm.instruct    chapters/07-instructions.qmd
+    llm.lora        chapters/06-classification.qmd
     llm.model       chapters/03-gpt.qmd
     llm.modelio     chapters/04-pretraining.qmd
+    llm.modern      chapters/05-modern.qmd
+    llm.muon        chapters/05-modern.qmd
     llm.plugins     chapters/04-pretraining.qmd
-    llm.preference  chapters/06-instructions.qmd
+    llm.preference  chapters/07-instructions.qmd
     llm.pretrain    chapters/04-pretraining.qmd
+    llm.recipes     chapters/05-modern.qmd
     llm.repro       chapters/01-tokens.qmd
     llm.sampling    chapters/04-pretraining.qmd
-    llm.splits      chapters/05-classification.qmd
+    llm.splits      chapters/06-classification.qmd
     llm.tokenizers  chapters/01-tokens.qmd
     llm.train       chapters/04-pretraining.qmd
+    llm.webexport   playground.qmd
 """

@@ -10,6 +10,10 @@ are (input ids[T], target ids[T]), and trains with AdamW, linear warmup then cos
 gradient accumulation. It evaluates on fixed batches, appends metrics to a JSONL file, checkpoints atomically and
 resumes bit for bit. The same code runs on a CPU, on a GPU with bf16 autocast, and in several processes under
 `torchrun` with DistributedDataParallel.
+
+Chapter 4 builds it piece by piece, each piece a function or small class of its own (`evaluate_loss`, `lr_at`,
+`clip_gradients`, `accumulate_gradients`, `DataOrder`, `MetricsLog`, `resolve_device`, ...), which `Trainer`, at
+the end of the module, puts together.
 """
 
 from __future__ import annotations
@@ -43,6 +47,46 @@ def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
+# -- chapters/04-pretraining.qmd :: pretrain-evaluate --
+def make_batch(data: Sequence[tuple[Tensor, Tensor]], indices: Tensor,
+               device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """The windows `indices` of `data`, stacked into (inputs[B, T], targets[B, T]) on `device`."""
+    inputs, targets = zip(*(data[i] for i in indices.tolist()))
+    return torch.stack(inputs).to(device), torch.stack(targets).to(device)
+
+
+def evaluation_indices(size: int, count: int) -> Tensor:
+    """`count` evenly spaced indices into a dataset of `size` items: the same fixed batches at every evaluation."""
+    return torch.linspace(0, size - 1, min(count, size)).round().long().unique()
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, data: Sequence[tuple[Tensor, Tensor]], indices: Tensor, batch_size: int, *,
+                  device: torch.device | None = None,
+                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+                  rank: int = 0, world_size: int = 1) -> float:
+    """Mean next-token loss per token of `model` over the windows `indices` of `data`, in eval mode.
+
+    Losses are summed in float64 (float32 on MPS, which has none) and divided by the token count once. Under
+    several processes, each takes every `world_size`-th window from `rank` on and the sums are added up.
+    """
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    precise = torch.float32 if device.type == "mps" else torch.float64
+    totals = torch.zeros(2, dtype=precise, device=device)  # summed loss, token count
+    for chunk in indices[rank::world_size].split(batch_size):
+        x, y = make_batch(data, chunk, device)
+        with autocast():
+            logits = model(x)
+        totals[0] += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").to(precise)
+        totals[1] += y.numel()
+    if world_size > 1:
+        dist.all_reduce(totals)
+    model.train(was_training)
+    return (totals[0] / totals[1]).item()
+
+
 # -- chapters/04-pretraining.qmd :: pretrain-param-groups --
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Split parameters for AdamW: decay matrices, but not biases, norm gains or embedding tables.
@@ -58,7 +102,159 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-# -- chapters/04-pretraining.qmd :: pretrain-train-config --
+# -- chapters/04-pretraining.qmd :: pretrain-lr-schedule --
+def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
+    """Learning rate of optimizer step `step` (0-based): linear warmup to `lr`, then cosine decay to `min_lr`."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    decay_steps = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, *, lr: float, min_lr: float, warmup_steps: int,
+                  max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A scheduler giving `optimizer` (created with learning rate `lr`) the rate `lr_at(step)` at every step."""
+    schedule = {"lr": lr, "min_lr": min_lr, "warmup_steps": warmup_steps, "max_steps": max_steps}
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, **schedule) / lr)
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-clipping --
+def clip_gradients(model: nn.Module, max_norm: float) -> Tensor:
+    """Scale the gradients of `model` down so that their global norm is at most `max_norm` (0: no limit), keeping
+    their direction; returns the norm before clipping."""
+    return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else math.inf)
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-accumulation --
+LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
+
+
+def accumulate_gradients(model: nn.Module, loss_fn: LossFn, batches: Sequence[tuple[Tensor, Tensor]], *,
+                         autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+                         ) -> tuple[Tensor, dict[str, float]]:
+    """Backpropagate the mean loss over `batches`, one micro-batch at a time, adding up the gradients in `.grad`.
+
+    `loss_fn(model, batch)` returns (loss, float metrics). Returns the mean loss (detached, on the device) and the
+    mean of each metric. Under DistributedDataParallel, gradients are averaged across processes only during the
+    last backward pass: `no_sync` skips the all-reduce for the others.
+    """
+    count = len(batches)
+    loss_sum = torch.zeros((), device=batches[0][1].device)
+    metric_sums: dict[str, float] = {}
+    for i, batch in enumerate(batches):
+        skip_all_reduce = isinstance(model, DistributedDataParallel) and i < count - 1
+        with model.no_sync() if skip_all_reduce else contextlib.nullcontext():
+            with autocast():
+                loss, metrics = loss_fn(model, batch)
+                loss = loss / count
+            loss.backward()
+        loss_sum += loss.detach()
+        for name, value in metrics.items():
+            metric_sums[name] = metric_sums.get(name, 0.0) + value / count
+    return loss_sum, metric_sums
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-data-order --
+class DataOrder:
+    """The sequence of dataset indices that training consumes: a seeded permutation per epoch, read in order.
+
+    Its whole state is (epoch, position), so a checkpoint can stop and resume mid-epoch without replaying data.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        if size < 1:
+            raise ValueError("the training dataset is empty")
+        self.size, self.seed, self.epoch, self.position = size, seed, 0, 0
+        self._permutation: Tensor | None = None
+
+    def take(self, count: int) -> Tensor:
+        """The next `count` indices, continuing into a freshly shuffled epoch when this one runs out."""
+        chunks = []
+        while count:
+            if self._permutation is None:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+                self._permutation = torch.randperm(self.size, generator=generator)
+            chunk = self._permutation[self.position:self.position + count]
+            chunks.append(chunk)
+            count -= len(chunk)
+            self.position += len(chunk)
+            if self.position == self.size:
+                self.epoch, self.position, self._permutation = self.epoch + 1, 0, None
+        return torch.cat(chunks)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position, self._permutation = state["epoch"], state["position"], None
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-metrics-log --
+class MetricsLog:
+    """metrics.jsonl: one JSON record per line, appended as training goes, readable while the run is going.
+
+    Only rank 0 writes. After a resume, `truncate` drops the records a crashed run logged past its checkpoint,
+    which the resumed run will log again.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+
+    def start(self) -> None:
+        """A fresh run starts a fresh log."""
+        if self.enabled:
+            self.path.unlink(missing_ok=True)
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def truncate(self, step: int) -> None:
+        """Keep only the records up to `step`, rewriting the file atomically."""
+        if self.enabled and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(line + "\n" for line in kept))
+            os.replace(tmp, self.path)
+
+
+class TrainingMeter:
+    """Sums of the training loss and metrics since the last record, kept on the device, and the throughput."""
+
+    def __init__(self, device: torch.device, tokens_seen: int) -> None:
+        self.loss_sum = torch.zeros((), device=device)
+        self.metric_sums: dict[str, float] = {}
+        self.restart(tokens_seen)
+
+    def add(self, loss: Tensor, metrics: dict[str, float]) -> None:
+        self.loss_sum += loss  # stays on the device: no synchronisation until the next record
+        for name, value in metrics.items():
+            self.metric_sums[name] = self.metric_sums.get(name, 0.0) + value
+
+    def restart(self, tokens_seen: int) -> None:
+        """Start the throughput clock afresh (after evaluating or checkpointing, which are not training)."""
+        self.tick, self.tokens_at_tick = time.perf_counter(), tokens_seen
+
+    def record(self, step: int, steps: int, tokens_seen: int, lr: float, grad_norm: Tensor,
+               world_size: int = 1) -> dict[str, Any]:
+        """The training record of the last `steps` steps (loss averaged over all processes); starts the next."""
+        if world_size > 1:
+            dist.all_reduce(self.loss_sum, op=dist.ReduceOp.AVG)
+        mean_loss = self.loss_sum.item() / steps
+        tokens_per_s = (tokens_seen - self.tokens_at_tick) / (time.perf_counter() - self.tick)
+        record = {"kind": "train", "step": step, "tokens": tokens_seen, "loss": mean_loss,
+                  **{name: value / steps for name, value in self.metric_sums.items()},
+                  "lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s}
+        self.loss_sum.zero_()
+        self.metric_sums = {}
+        self.restart(tokens_seen)
+        return record
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-devices --
 DEVICE_NAMES = "auto, cpu, cuda, cuda:N or mps"
 
 
@@ -67,6 +263,53 @@ def is_device_name(name: str) -> bool:
     return name in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", name) is not None
 
 
+def resolve_device(name: str) -> torch.device:
+    """The torch.device for a config value. `auto` is this process's GPU when CUDA is available (LOCAL_RANK picks
+    it under torchrun), else Apple's GPU through MPS when available, else the CPU."""
+    if not is_device_name(name):
+        raise ConfigError(f"device: must be {DEVICE_NAMES}, got {name!r}")
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        else:
+            name = "mps" if torch.backends.mps.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name!r} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name!r} requested but MPS is not available (it needs Apple silicon)")
+    return device
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun, which sets RANK and WORLD_SIZE."""
+    if "RANK" not in os.environ:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def mixed_precision(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on `device` when `enabled` (matrix products in bfloat16, weights and the loss in float32);
+    a context that changes nothing otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-device-argument --
+def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    """--device, for every command of the `llm` command line that runs a model; a default of None leaves the
+    choice to the config file."""
+    parser.add_argument("--device", default=default, metavar="DEVICE",
+                        help=f"{DEVICE_NAMES}; auto picks CUDA, then Apple's MPS, then the CPU"
+                        + (f" (default: {default})" if default else " (default: the config's)"))
+
+
+# -- chapters/04-pretraining.qmd :: pretrain-train-config --
 @dataclass
 class TrainConfig:
     """Everything that decides how a run trains (the model and the data are passed separately)."""
@@ -106,126 +349,7 @@ class TrainConfig:
         require(self, ["device"], is_device_name, f"must be {DEVICE_NAMES}")
 
 
-def lr_at(step: int, *, lr: float, min_lr: float, warmup_steps: int, max_steps: int) -> float:
-    """Learning rate of optimizer step `step` (0-based): linear warmup to `lr`, then cosine decay to `min_lr`."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    decay_steps = max(1, max_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
-
-
-# -- chapters/04-pretraining.qmd :: pretrain-data-order --
-class DataOrder:
-    """The sequence of dataset indices that training consumes: a seeded permutation per epoch, read in order.
-
-    Its whole state is (epoch, position), so a checkpoint can stop and resume mid-epoch without replaying data.
-    """
-
-    def __init__(self, size: int, seed: int) -> None:
-        if size < 1:
-            raise ValueError("the training dataset is empty")
-        self.size, self.seed, self.epoch, self.position = size, seed, 0, 0
-        self._permutation: Tensor | None = None
-
-    def take(self, count: int) -> Tensor:
-        """The next `count` indices, continuing into a freshly shuffled epoch when this one runs out."""
-        chunks = []
-        while count:
-            if self._permutation is None:
-                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-                self._permutation = torch.randperm(self.size, generator=generator)
-            chunk = self._permutation[self.position:self.position + count]
-            chunks.append(chunk)
-            count -= len(chunk)
-            self.position += len(chunk)
-            if self.position == self.size:
-                self.epoch, self.position, self._permutation = self.epoch + 1, 0, None
-        return torch.cat(chunks)
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position, self._permutation = state["epoch"], state["position"], None
-
-
-def evaluation_indices(size: int, count: int) -> Tensor:
-    """`count` evenly spaced indices into a dataset of `size` items: the same fixed batches at every evaluation."""
-    return torch.linspace(0, size - 1, min(count, size)).round().long().unique()
-
-
-# -- chapters/04-pretraining.qmd :: pretrain-devices --
-def resolve_device(name: str) -> torch.device:
-    """The torch.device for a config value. `auto` is this process's GPU when CUDA is available (LOCAL_RANK picks
-    it under torchrun), else Apple's GPU through MPS when available, else the CPU."""
-    if not is_device_name(name):
-        raise ConfigError(f"device: must be {DEVICE_NAMES}, got {name!r}")
-    if name == "auto":
-        if torch.cuda.is_available():
-            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        else:
-            name = "mps" if torch.backends.mps.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {name!r} requested but CUDA is not available")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device: {name!r} requested but MPS is not available (it needs Apple silicon)")
-    return device
-
-
-def add_device_argument(parser: argparse.ArgumentParser, default: str | None = "auto") -> None:
-    """--device, for every command of the `llm` command line that runs a model; a default of None leaves the
-    choice to the config file."""
-    parser.add_argument("--device", default=default, metavar="DEVICE",
-                        help=f"{DEVICE_NAMES}; auto picks CUDA, then Apple's MPS, then the CPU"
-                        + (f" (default: {default})" if default else " (default: the config's)"))
-
-
-def init_distributed() -> tuple[int, int]:
-    """(rank, world size); joins the process group when launched by torchrun, which sets RANK and WORLD_SIZE."""
-    if "RANK" not in os.environ:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-# -- chapters/04-pretraining.qmd :: pretrain-metrics-log --
-class MetricsLog:
-    """metrics.jsonl: one JSON record per line, appended as training goes, readable while the run is going.
-
-    Only rank 0 writes. After a resume, `truncate` drops the records a crashed run logged past its checkpoint,
-    which the resumed run will log again.
-    """
-
-    def __init__(self, path: Path, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-
-    def start(self) -> None:
-        """A fresh run starts a fresh log."""
-        if self.enabled:
-            self.path.unlink(missing_ok=True)
-
-    def append(self, record: dict[str, Any]) -> None:
-        if self.enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def truncate(self, step: int) -> None:
-        """Keep only the records up to `step`, rewriting the file atomically."""
-        if self.enabled and self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, self.path)
-
-
+# -- chapters/04-pretraining.qmd :: pretrain-next-token-loss --
 def next_token_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
     """The default training objective: `lm_loss` of the model's logits for batch = (inputs, targets); no metrics."""
     inputs, targets = batch
@@ -233,7 +357,14 @@ def next_token_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Ten
 
 
 # -- chapters/04-pretraining.qmd :: pretrain-trainer --
-LossFn = Callable[[nn.Module, Any], tuple[Tensor, dict[str, float]]]
+OptimizerFactory = Callable[[nn.Module, "TrainConfig"], torch.optim.Optimizer]
+
+
+def adamw(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The default optimizer: AdamW over `param_groups`, with PyTorch's fused kernel when the model is on CUDA."""
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
+                             betas=(config.beta1, config.beta2), fused=on_cuda)
 
 
 class Trainer:
@@ -243,15 +374,17 @@ class Trainer:
     process draws different dropout masks) and saves it in every checkpoint. `loss_fn(model, (inputs, targets))`
     returns the loss to minimise and float metrics to log (default: `next_token_loss`). The optional hook
     `on_eval(model, step)` runs on rank 0 after each evaluation with the model in eval mode; the dict it returns
-    is merged into that evaluation's record. `model_config` and `extra` are stored in checkpoints so a model can
-    be rebuilt.
+    is merged into that evaluation's record. `make_optimizer(model, config)` builds the optimizer (default:
+    `adamw`); its learning rates are the peak rates that the warmup-cosine schedule scales. `model_config` and
+    `extra` are stored in checkpoints so a model can be rebuilt.
     """
 
     def __init__(self, model: nn.Module, train_data: Sequence[tuple[Tensor, Tensor]],
                  val_data: Sequence[tuple[Tensor, Tensor]], config: TrainConfig, *,
                  loss_fn: LossFn = next_token_loss, model_config: dict[str, Any] | None = None,
                  extra: dict[str, Any] | None = None,
-                 on_eval: Callable[[nn.Module, int], dict[str, Any]] | None = None) -> None:
+                 on_eval: Callable[[nn.Module, int], dict[str, Any]] | None = None,
+                 make_optimizer: OptimizerFactory = adamw) -> None:
         self.config, self.train_data, self.val_data, self.loss_fn = config, train_data, val_data, loss_fn
         self.model_config, self.extra, self.on_eval = model_config, extra or {}, on_eval
         self.rank, self.world_size = init_distributed()
@@ -259,12 +392,9 @@ class Trainer:
         self.use_bf16 = config.precision == "bf16" or (config.precision == "auto" and self.device.type == "cuda")
         set_seed(config.seed + self.rank)
         self.model = model.to(self.device)
-        self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                                           betas=(config.beta1, config.beta2), fused=self.device.type == "cuda")
-        schedule = {"lr": config.lr, "min_lr": config.min_lr, "warmup_steps": config.warmup_steps,
-                    "max_steps": config.max_steps}
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           lambda s: lr_at(s, **schedule) / config.lr)
+        self.optimizer = make_optimizer(self.model, config)
+        self.scheduler = warmup_cosine(self.optimizer, lr=config.lr, min_lr=config.min_lr,
+                                       warmup_steps=config.warmup_steps, max_steps=config.max_steps)
         self.train_model: nn.Module = torch.compile(model) if config.compile else model
         if self.world_size > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -280,63 +410,32 @@ class Trainer:
         return self.rank == 0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
-
-    def _batch(self, data: Sequence[tuple[Tensor, Tensor]], indices: Tensor) -> tuple[Tensor, Tensor]:
-        inputs, targets = zip(*(data[i] for i in indices.tolist()))
-        return torch.stack(inputs).to(self.device), torch.stack(targets).to(self.device)
+        return mixed_precision(self.device, self.use_bf16)
 
     def train_step(self) -> tuple[Tensor, Tensor, dict[str, float]]:
         """One optimizer step over a global batch; returns (mean loss, gradient norm before clipping, the mean of
         each metric `loss_fn` reported over the micro-batches)."""
         cfg = self.config
         global_batch = self.data_order.take(cfg.batch_size * cfg.grad_accum_steps * self.world_size)
-        micro_batches = global_batch.view(cfg.grad_accum_steps, self.world_size, cfg.batch_size)[:, self.rank]
-        loss_sum = torch.zeros((), device=self.device)
-        metric_sums: dict[str, float] = {}
-        for i, indices in enumerate(micro_batches):
-            x, y = self._batch(self.train_data, indices)
-            last = i == cfg.grad_accum_steps - 1
-            # DDP averages gradients across processes during backward: only needed after the last micro-batch
-            sync = contextlib.nullcontext() if last or self.world_size == 1 else self.train_model.no_sync()
-            with sync:
-                with self._autocast():
-                    loss, metrics = self.loss_fn(self.train_model, (x, y))
-                    loss = loss / cfg.grad_accum_steps
-                loss.backward()
-            loss_sum += loss.detach()
-            for name, value in metrics.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + value / cfg.grad_accum_steps
-            self.tokens_seen += y.numel() * self.world_size
-        max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+        mine = global_batch.view(cfg.grad_accum_steps, self.world_size, cfg.batch_size)[:, self.rank]
+        batches = [make_batch(self.train_data, indices, self.device) for indices in mine]
+        loss, metrics = accumulate_gradients(self.train_model, self.loss_fn, batches, autocast=self._autocast)
+        self.tokens_seen += sum(targets.numel() for _, targets in batches) * self.world_size
+        grad_norm = clip_gradients(self.model, cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss_sum, grad_norm, metric_sums
+        return loss, grad_norm, metrics
 
-    @torch.no_grad()
     def evaluate(self, data: Sequence[tuple[Tensor, Tensor]], indices: Tensor | None = None) -> float:
         """Mean per-token next-token loss over `indices` (default: `eval_batches` global batches of fixed, evenly
         spaced windows), shared out across processes."""
         if indices is None:
             count = self.config.eval_batches * self.config.batch_size * self.world_size
             indices = evaluation_indices(len(data), count)
-        was_training = self.model.training
-        self.model.eval()
-        precise = torch.float32 if self.device.type == "mps" else torch.float64  # MPS has no float64
-        totals = torch.zeros(2, dtype=precise, device=self.device)  # summed loss, token count
-        for chunk in indices[self.rank::self.world_size].split(self.config.batch_size):
-            x, y = self._batch(data, chunk)
-            with self._autocast():
-                logits = self.model(x)
-            totals[0] += F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), reduction="sum").to(precise)
-            totals[1] += y.numel()
-        if self.world_size > 1:
-            dist.all_reduce(totals)
-        self.model.train(was_training)
-        return (totals[0] / totals[1]).item()
+        return evaluate_loss(self.model, data, indices, self.config.batch_size, device=self.device,
+                             autocast=self._autocast, rank=self.rank, world_size=self.world_size)
 
     def _eval_record(self) -> dict[str, Any]:
         record = {"kind": "eval", "step": self.step, "tokens": self.tokens_seen,
@@ -393,36 +492,26 @@ class Trainer:
             self.log.append(self._eval_record())
         progress = tqdm(total=cfg.max_steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                         unit="step", dynamic_ncols=True)
-        loss_sum = torch.zeros((), device=self.device)
-        metric_sums: dict[str, float] = {}
-        tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
+        meter = TrainingMeter(self.device, self.tokens_seen)
         last_eval: dict[str, Any] = {}
         while self.step < cfg.max_steps:
             lr = self.scheduler.get_last_lr()[0]
             loss, grad_norm, metrics = self.train_step()
-            loss_sum += loss  # stays on the device: no synchronisation until the next log
-            for name, value in metrics.items():
-                metric_sums[name] = metric_sums.get(name, 0.0) + value
+            meter.add(loss, metrics)
             progress.update()
-            if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
-                if self.world_size > 1:
-                    dist.all_reduce(loss_sum, op=dist.ReduceOp.AVG)
+            done = self.step == cfg.max_steps
+            if self.step % cfg.log_interval == 0 or done:
                 steps = (self.step - 1) % cfg.log_interval + 1
-                mean_loss = loss_sum.item() / steps
-                tokens_per_s = (self.tokens_seen - tokens_at_tick) / (time.perf_counter() - tick)
-                self.log.append({"kind": "train", "step": self.step, "tokens": self.tokens_seen, "loss": mean_loss,
-                                 **{name: value / steps for name, value in metric_sums.items()},
-                                 "lr": lr, "grad_norm": grad_norm.item(), "tokens_per_s": tokens_per_s})
-                progress.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
-                loss_sum.zero_()
-                metric_sums = {}
-                tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
-            if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                record = meter.record(self.step, steps, self.tokens_seen, lr, grad_norm, self.world_size)
+                self.log.append(record)
+                progress.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
+                                     refresh=False)
+            if self.step % cfg.eval_interval == 0 or done:
                 last_eval = self._eval_record()
                 self.log.append(last_eval)
-                tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
-            if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or self.step == cfg.max_steps:
+                meter.restart(self.tokens_seen)
+            if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or done:
                 self.save()
-                tick, tokens_at_tick = time.perf_counter(), self.tokens_seen
+                meter.restart(self.tokens_seen)
         progress.close()
         return last_eval

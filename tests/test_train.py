@@ -10,8 +10,9 @@ from torch import nn
 from llm.model import GPT, GPTConfig
 from llm.config import from_mapping
 from llm.errors import ConfigError
-from llm.train import (DataOrder, MetricsLog, TrainConfig, Trainer, evaluation_indices, lm_loss, lr_at,
-                       param_groups, resolve_device)
+from llm.train import (DataOrder, MetricsLog, TrainConfig, Trainer, accumulate_gradients, clip_gradients,
+                       evaluate_loss, evaluation_indices, lm_loss, lr_at, make_batch, next_token_loss, param_groups,
+                       resolve_device, warmup_cosine)
 
 TINY = dict(vocab_size=32, context_length=8, n_layer=1, n_head=2, n_kv_head=2, d_model=16, dropout=0.0,
             bias=True, tie_weights=True)
@@ -205,3 +206,55 @@ def test_metrics_log_truncates_after_a_resume_point(tmp_path):
     assert [json.loads(line)["step"] for line in log.path.read_text().splitlines()] == [0, 1, 2]
     MetricsLog(tmp_path / "other.jsonl", enabled=False).append({"step": 0})  # another rank: writes nothing
     assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_warmup_cosine_gives_the_optimizer_the_rates_of_lr_at():
+    schedule = dict(lr=1e-2, min_lr=1e-3, warmup_steps=3, max_steps=10)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=schedule["lr"])
+    scheduler = warmup_cosine(optimizer, **schedule)
+    seen = []
+    for _ in range(12):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([lr_at(step, **schedule) for step in range(12)])
+
+
+def test_evaluate_loss_is_the_token_mean_and_restores_the_mode():
+    model, data = tiny_model(), windows()
+    indices = evaluation_indices(len(data), 10)
+    x, y = make_batch(data, indices)
+    model.train()
+    value = evaluate_loss(model, data, indices, batch_size=3)
+    assert model.training
+    with torch.no_grad():
+        expected = lm_loss(model.eval()(x), y).item()
+    assert value == pytest.approx(expected, rel=1e-6)
+
+
+def test_clip_gradients_keeps_the_direction_and_zero_means_no_limit():
+    model, data = tiny_model(), windows()
+    x, y = make_batch(data, torch.arange(4))
+    for max_norm in (0.01, 0.0):
+        model.zero_grad()
+        lm_loss(model(x), y).backward()
+        before = torch.cat([p.grad.flatten() for p in model.parameters()])
+        norm = clip_gradients(model, max_norm)
+        after = torch.cat([p.grad.flatten() for p in model.parameters()])
+        assert norm == pytest.approx(before.norm().item(), rel=1e-5)
+        limit = max_norm or math.inf
+        assert after.norm().item() == pytest.approx(min(limit, norm.item()), rel=1e-4)
+        assert torch.nn.functional.cosine_similarity(before, after, dim=0) > 0.9999
+
+
+def test_accumulate_gradients_of_two_halves_match_one_batch():
+    data = windows()
+    x, y = make_batch(data, torch.arange(8))
+    grads = []
+    for batches in ([(x, y)], [(x[:4], y[:4]), (x[4:], y[4:])]):
+        model = tiny_model()
+        loss, metrics = accumulate_gradients(model, next_token_loss, batches)
+        grads.append([p.grad for p in model.parameters()])
+        assert metrics == {} and loss.requires_grad is False
+    for one, two in zip(*grads):
+        torch.testing.assert_close(two, one, rtol=1e-5, atol=1e-7)
