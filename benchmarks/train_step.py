@@ -17,15 +17,24 @@ Rows:
   reference GPTModelFast, bf16 autocast  the fairness check: the reference given the same autocast
 "Ours" rows use AdamW(fused=True). Targets: ours >= 1.5x GPTModel and >= 1.2x GPTModelFast.
 
-Measured on the book's machine (2 idle cores of an AMD EPYC with AVX512-BF16, November 2026), tokens/s:
-GPTModel 734, GPTModelFast 739, ours same architecture 797 (1.09x), book default 778, book default with bf16
-autocast 1559 (2.12x GPTModel, 2.11x GPTModelFast); GPTModelFast with bf16 autocast 1339, so at equal precision
-ours leads by 1.16x, and in float32 by 1.08x. The step is bound by matrix products (the output layer alone is over
-half the FLOPs), so what pays is doing them faster, not fewer small kernels:
-  - bf16 autocast: the CPU multiplies bfloat16 natively, twice the float32 rate. It is what meets the targets; it
-    is a trainer option rather than the CPU default, because CPUs without native bf16 emulate it and run slower.
-  - fused AdamW (one pass over each parameter), one fused QKV projection, SDPA, nn.LayerNorm and F.gelu: the 8%
-    float32 lead over the references, and less memory (peak RSS 1694 MB for the book default, 2334 for GPTModel).
+Measured on the book's machine (2 cores of an Intel Xeon with AMX, December 2026, other processes running at low
+priority), tokens/s: GPTModel 692, GPTModelFast 736, ours same architecture 762 (1.10x), book default 787, book
+default with bf16 autocast 1348 (1.95x GPTModel, 1.83x GPTModelFast); GPTModelFast with bf16 autocast 1091, so at
+equal precision ours leads by 1.24x. (On an AMD EPYC with AVX512-BF16 in November 2026: 734, 739, 797, 778, 1559.)
+The step is bound by matrix products (the output layer alone is over half the FLOPs), so what pays is doing them
+faster, not fewer small kernels:
+  - bf16 autocast: the CPU multiplies bfloat16 natively, several times the float32 rate. It is what meets the
+    targets; it is a trainer option rather than the CPU default, because CPUs without native bf16 emulate it and
+    run slower, and because at the book's own width (128) it does not pay (chapter 5 measures it).
+  - fused AdamW (one pass over each parameter), one fused QKV projection, SDPA, nn.LayerNorm and F.gelu: the float32
+    lead over the references, and less memory (peak RSS 1758 MB for the book default, 2361 for GPTModel).
+Efficiency, in the same run: torch.mm reached 364 GFLOP/s in float32 and 2,400 in bfloat16. The book default's
+float32 step reached 147 GFLOP/s (40%; 180 GFLOP/s, 49%, in a quieter run), its bf16 step 252 GFLOP/s (10%). The
+step's own linear-layer products, timed alone at their shapes, reach 59% of the mm rate in float32 but only 39% in
+bfloat16: the products of a step this size (1,024 tokens; widths 384 to 1,536, and the 50,257-wide output layer,
+whose result is too large for the caches) are too small or too memory-bound for AMX's peak. So no change outside
+the matrix products can bring the bf16 step to 50%: the bound is the products themselves. The float32 step loses
+the rest of its share to the softmax and cross-entropy over 51 million logits and the copies around them.
 What did not help, and is therefore not used:
   - torch.compile (inductor, gcc): 861 against 828 tokens/s in float32 and 1593 against 1571 in bf16 (1-4%), after
     a first step that compiles for 10-20 s, and minutes on a loaded machine.
@@ -33,6 +42,14 @@ What did not help, and is therefore not used:
     are there for generation (kv_cache.py).
   - one thread instead of two: faster only when other processes load the cores (every kernel then waits for the
     slower thread); on idle cores torch's default of one thread per core is best, and all rows use it.
+
+Efficiency: each row's achieved FLOP/s as a share of this CPU's own matrix-product rate in the row's precision,
+measured in the same run (torch.mm on 2048 x 2048 matrices, best of every round, float32 and bfloat16). A step's
+FLOPs are counted as usual for transformers: 6 per weight of every matrix product per token (forward and the two
+backward products), the output layer included and the embedding lookups not, plus 12 x layers x context x d_model
+per token for the attention scores and their weighted sums (causal masking not subtracted). The last lines time
+the step's own matrix products alone, at their shapes and in each precision: the rate a step could reach if it did
+nothing else, which bounds what any change outside the matrix products can win. Goal: >= 50% of the measured rate.
 
     .venv/bin/python benchmarks/train_step.py [--rounds 3] [--steps 5] [--extra]
 """
@@ -132,6 +149,43 @@ def rss_worker(name: str, warmup: int) -> dict:
     return {"rss_mb": peak_rss_mb()}
 
 
+def flops_per_step() -> float:
+    """Model FLOPs of one training step of the benchmark's shape (see the docstring for the convention)."""
+    matrix_weights = LAYERS * 12 * WIDTH**2 + WIDTH * VOCAB  # attention 4d^2 + MLP 8d^2 per block; the output layer
+    per_token = 6 * matrix_weights + 12 * LAYERS * CONTEXT * WIDTH
+    return per_token * BATCH * CONTEXT
+
+
+def matmul_rate(dtype, shape: tuple[int, int, int] = (2048, 2048, 2048), repeats: int = 5) -> float:
+    """FLOP/s of torch.mm at `shape` (m, k, n) in `dtype`: the best of `repeats` products after a warm-up."""
+    import torch
+
+    m, k, n = shape
+    a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * m * k * n / best
+
+
+def step_matmul_rate(dtype) -> float:
+    """FLOP/s of the step's linear-layer products alone, at their shapes: forward x W^T, and backward dY W and
+    dY^T x, for the fused QKV, attention output, MLP and output layers."""
+    tokens = BATCH * CONTEXT
+    layers = [(WIDTH, 3 * WIDTH), (WIDTH, WIDTH), (WIDTH, 4 * WIDTH), (4 * WIDTH, WIDTH)] * LAYERS
+    layers.append((WIDTH, VOCAB))
+    flops, seconds = 0.0, 0.0
+    for fan_in, fan_out in layers:
+        for shape in [(tokens, fan_in, fan_out), (tokens, fan_out, fan_in), (fan_out, tokens, fan_in)]:
+            rate = matmul_rate(dtype, shape, repeats=3)
+            flops += 2 * shape[0] * shape[1] * shape[2]
+            seconds += 2 * shape[0] * shape[1] * shape[2] / rate
+    return flops / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -162,10 +216,13 @@ def main() -> None:
         for row in rows:
             row.step()
     times: dict[str, list[float]] = {row.name: [] for row in rows}
+    peak = {"float32": 0.0, "bfloat16": 0.0}
     for round_number in range(args.rounds):
         for _ in range(args.steps):
             for row in rows:
                 times[row.name].append(row.step())
+        for dtype in peak:
+            peak[dtype] = max(peak[dtype], matmul_rate(getattr(torch, dtype)))
         print(f"  round {round_number + 1}/{args.rounds} done", file=sys.stderr, flush=True)
 
     tokens = BATCH * CONTEXT
@@ -175,11 +232,22 @@ def main() -> None:
           f" batch {BATCH}, float32, {torch.get_num_threads()} threads; llms-from-scratch"
           f" {version('llms-from-scratch')}; median of {args.rounds * args.steps} interleaved steps")
     print(f"{'':38s} {'params':>11s} {'tokens/s':>9s} {'vs GPTModel':>12s} {'vs Fast':>8s} {'peak RSS MB':>12s}"
-          f" {'1st step s':>11s}")
+          f" {'1st step s':>11s} {'GFLOP/s':>8s} {'of mm peak':>10s}")
+    step_flops = flops_per_step()
     for row in rows:
         name = row.name
+        achieved = step_flops / statistics.median(times[name])
+        share = achieved / peak["bfloat16" if row.bf16 else "float32"]
         print(f"{name:38s} {row.params:>11,} {throughput[name]:>9.0f} {throughput[name] / reference:>11.2f}x"
-              f" {throughput[name] / reference_fast:>7.2f}x {rss[name]:>12.0f} {first_step[name]:>11.1f}")
+              f" {throughput[name] / reference_fast:>7.2f}x {rss[name]:>12.0f} {first_step[name]:>11.1f}"
+              f" {achieved / 1e9:>8.0f} {share:>10.0%}")
+    print(f"FLOPs per step {step_flops / 1e9:.1f} G; torch.mm on 2048 x 2048 in this run: float32 "
+          f"{peak['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {peak['bfloat16'] / 1e9:.0f} GFLOP/s")
+    for dtype in peak:
+        alone = step_matmul_rate(getattr(torch, dtype))
+        print(f"the step's linear-layer products alone, {dtype}: {alone / 1e9:.0f} GFLOP/s, "
+              f"{alone / peak[dtype]:.0%} of the mm rate")
+    print("goal: a training step at >= 50% of the mm rate, in float32 and in bfloat16")
     ours = throughput["ours, book default, bf16 autocast"]
     print(f"targets, ours with bf16 autocast (a trainer option, not the CPU default): >= 1.5x GPTModel"
           f" (got {ours / reference:.2f}x), >= 1.2x GPTModelFast (got {ours / reference_fast:.2f}x)")

@@ -5,7 +5,9 @@ Each module is written, explained and tested in one chapter of the book:
 
     llm.__main__    chapters/04-pretraining.qmd
     llm.attention   chapters/02-attention.qmd
+    llm.bookmodel   chapters/05-modern.qmd
     llm.bpe         chapters/01-tokens.qmd
+    llm.chat        chapters/07-instructions.qmd
     llm.checkpoint  chapters/04-pretraining.qmd
     llm.classifier  chapters/06-classification.qmd
     llm.cli         chapters/04-pretraining.qmd

@@ -161,7 +161,8 @@ def set_trainable(classifier: GPTClassifier, layers: str) -> None:
         raise ConfigError(f"train_layers must be all, head or last-N with 1 <= N <= {len(gpt.blocks)}, "
                           f"got {layers!r}")
     classifier.requires_grad_(False)
-    for module in [gpt.lm_head, gpt.ln_f, *gpt.blocks[len(gpt.blocks) - count :]]:
+    final_norm = gpt.ln_f if hasattr(gpt, "ln_f") else gpt.final_norm  # GPT's name, or ModernGPT's
+    for module in [gpt.lm_head, final_norm, *gpt.blocks[len(gpt.blocks) - count :]]:
         module.requires_grad_(True)
 
 

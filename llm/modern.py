@@ -292,16 +292,11 @@ class MoE(nn.Module):
         order = chosen.flatten().argsort(stable=True)
         token_of = order // self.top_k
         counts = torch.bincount(chosen.flatten(), minlength=self.n_expert).tolist()
-        rows = flat[token_of]
-        outputs, start = [], 0
-        for e, count in enumerate(counts):
-            if count:
-                h = rows[start:start + count]
-                h = F.silu(h @ self.gate_proj[e].T) * (h @ self.up_proj[e].T)
-                outputs.append(h @ self.down_proj[e].T)
-                start += count
+        rows = flat.index_select(0, token_of).split(counts)
+        experts = zip(rows, self.gate_proj.unbind(), self.up_proj.unbind(), self.down_proj.unbind())
+        outputs = [(F.silu(h @ gate.T) * (h @ up.T)) @ down.T for h, gate, up, down in experts]
         weighted = torch.cat(outputs) * weights.flatten()[order, None].to(flat.dtype)
-        out = torch.zeros_like(flat).index_add(0, token_of, weighted.to(flat.dtype))
+        out = torch.zeros_like(flat).index_add(0, token_of, weighted)
         return out.view(x.shape)
 
 

@@ -12,6 +12,8 @@ tokenizer.bpe and model.safetensors (the final weights, the architecture and its
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import time
@@ -27,10 +29,11 @@ from llm.config import from_mapping, read_config_file
 from llm.corpus import cached_tokenizer, load_corpus, split_documents
 from llm.data import list_files, read_manifest
 from llm.errors import CheckpointError, ConfigError
-from llm.modelio import architecture_of, build_model, save_model
-from llm.repro import cached
+from llm.modelio import architecture, architecture_of, build_model, save_model
+from llm.plugins import import_package_modules
+from llm.repro import cached, code_fingerprint
 from llm.sampling import Sampler, complete
-from llm.train import TrainConfig, Trainer
+from llm.train import OptimizerFactory, TrainConfig, Trainer, adamw
 
 
 @dataclass
@@ -57,12 +60,39 @@ class RunConfig:
     model: dict[str, Any]          # `architecture` (default "gpt") and its config's fields except vocab_size
     train: TrainConfig
     samples: SampleConfig = field(default_factory=SampleConfig)
+    optimizer: dict[str, Any] = field(default_factory=lambda: {"name": "adamw"})  # `name` and the factory's options
+
+
+OPTIMIZERS: dict[str, OptimizerFactory] = {"adamw": adamw}
+
+
+def register_optimizer(name: str, factory: OptimizerFactory) -> None:
+    """Let run configs name `factory` (`optimizer: {name: ...}`); call it where the optimizer is defined."""
+    OPTIMIZERS[name] = factory
 
 
 def run_model(options: dict[str, Any], vocab_size: int) -> nn.Module:
     """A fresh model as the `model` section describes it, for a tokenizer of `vocab_size` tokens."""
     fields = dict(options)
     return build_model(fields.pop("architecture", "gpt"), {**fields, "vocab_size": vocab_size})
+
+
+def run_optimizer(options: dict[str, Any]) -> OptimizerFactory:
+    """The Trainer's `make_optimizer` for the `optimizer` section: the factory registered under `name`, given the
+    section's other entries as keyword arguments. They are checked here, so that a typo fails before training."""
+    fields = dict(options)
+    name = fields.pop("name", "adamw")
+    if name not in OPTIMIZERS:
+        import_package_modules()  # modules register their optimizers when imported
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optimizer.name: {name!r} is not registered (known: {', '.join(sorted(OPTIMIZERS))})")
+    factory = OPTIMIZERS[name]
+    accepted = list(inspect.signature(factory).parameters)[2:]  # after (model, config)
+    unknown = sorted(fields.keys() - set(accepted))
+    if unknown:
+        options = ", ".join(accepted) or "none"
+        raise ConfigError(f"optimizer.{unknown[0]}: not an option of {name!r} (options: {options})")
+    return functools.partial(factory, **fields)
 
 
 def load_run_config(path: str | os.PathLike) -> RunConfig:
@@ -73,6 +103,7 @@ def load_run_config(path: str | os.PathLike) -> RunConfig:
         config = from_mapping(RunConfig, read_config_file(path))
         with torch.device("meta"):  # check the model section now, without allocating the model
             run_model(config.model, config.data.vocab_size)
+        run_optimizer(config.optimizer)
     except ConfigError as e:
         raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
     config.data.root = str(path.parent / config.data.root)
@@ -113,7 +144,8 @@ def pretrain(config: RunConfig, *, resume: bool = False, tokenizer: BPETokenizer
     train_data, val_data = corpus.datasets(model.config.context_length)
     on_eval = sample_logger(corpus.tokenizer, config.samples) if config.samples.prompts else None
     trainer = Trainer(model, train_data, val_data, config.train, model_config=asdict(model.config),
-                      extra={"architecture": architecture_of(model)}, on_eval=on_eval)
+                      extra={"architecture": architecture_of(model)}, on_eval=on_eval,
+                      make_optimizer=run_optimizer(config.optimizer))
     if trainer.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_bpe(corpus.tokenizer, out_dir / "tokenizer.bpe")
@@ -125,13 +157,27 @@ def pretrain(config: RunConfig, *, resume: bool = False, tokenizer: BPETokenizer
     return trainer
 
 
+def package_twin(obj: Any) -> Any:
+    """`obj`, a class or function found through a registry, or the package's own copy of it when the notebook of the
+    chapter that defines it has defined and registered it again, from the very cells the package is tangled from.
+    Cache keys hash the package's copy, so that a run gets the same key in every chapter."""
+    if obj.__module__.startswith("llm."):
+        return obj
+    for module in import_package_modules():
+        twin = getattr(module, obj.__qualname__, None)
+        if twin is not None and twin.__module__.startswith("llm."):
+            return twin
+    raise TypeError(f"{obj.__qualname__} is defined outside the llm package, so no cache key can cover its code")
+
+
 def cached_pretraining(config_path: str | os.PathLike, cache: Path | None = None) -> Path:
     """Train the run of a config file once, through `llm.repro.cached`, and return its directory.
 
     The key holds the config (minus where to write and whether to draw progress) and the checksums of the
-    documents; `cached` adds the code the run executes, so changing any of them trains again. The directory keeps
-    metrics.jsonl, model.safetensors, tokenizer.bpe and final.json (the loss on every validation window, and the
-    training time); the resumable checkpoint.pt, three times the size of the weights, is not kept.
+    documents; `cached` adds the code the run executes, so changing any of them trains again. The architecture and
+    the optimizer are looked up by name, out of `cached`'s sight, so the key hashes their code too. The directory
+    keeps metrics.jsonl, model.safetensors, tokenizer.bpe and final.json (the loss on every validation window, and
+    the training time); the resumable checkpoint.pt, three times the size of the weights, is not kept.
     """
     config = load_run_config(config_path)
     root = Path(config.data.root)
@@ -142,6 +188,9 @@ def cached_pretraining(config_path: str | os.PathLike, cache: Path | None = None
     key["data"] = {"vocab_size": config.data.vocab_size, "train": {n: manifest[n] for n in train_names},
                    "validation": {n: manifest[n] for n in val_names}}
     key["train"] = {k: v for k, v in key["train"].items() if k not in ("out_dir", "progress")}
+    model_class = package_twin(architecture(config.model.get("architecture", "gpt")).model_class)
+    key["registered_code"] = [code_fingerprint(model_class.forward),
+                              code_fingerprint(package_twin(run_optimizer(config.optimizer).func))]
 
     def build(directory: Path) -> None:
         start = time.perf_counter()

@@ -5,13 +5,15 @@
 # -- playground.qmd :: webexport-module --
 """Export the book's trained models for the playground, the appendix page that runs them in the reader's browser.
 
-The browser runs the tokenizers, the forward pass and the sampler in JavaScript (playground/engine.js), so the
+The browser runs the tokenizers, the forward passes and the sampler in JavaScript (playground/engine.js), so the
 export only hands over data, in formats that take a few lines of JavaScript to read: the models' safetensors files
-exactly as `llm.modelio.save_model` wrote them, each tokenizer as JSON, and manifest.json, which names the files and
-tells the page what it cannot know by itself (the end-of-text token, the prompt format of the instruction-tuned
-model, the prompts of the pretraining run). The models come from cached runs: chapter 4's pretraining, and chapter
-6's instruction finetune, run from its config file. `llm export-web` writes them; the book's build calls it before
-every render.
+exactly as `llm.modelio.save_model` wrote them, whatever their architecture, each distinct tokenizer as JSON, and
+manifest.json, which names the files and tells the page what it cannot know by itself (the end-of-text token, the
+pretrained models its menus offer, the prompt format of the instruction-tuned model, the prompts of each
+pretraining run). The models come from cached runs: the pretraining runs of the config files it is given (by
+default chapter 4's GPT and chapter 5's modern model, the book's model from then on), and the instruction finetune
+of chapter 7, run from its config file and started from the pretraining run that the config names. `llm export-web`
+writes them; the book's build calls it before every render.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +33,15 @@ from llm.config import read_config_file
 from llm.errors import ConfigError
 from llm.finetune import run_finetune
 from llm.instruct import FINETUNE_INSTRUCT, format_prompt
-from llm.modelio import tokenizer_beside
+from llm.modelio import architecture_of, load_model
 from llm.pretrain import cached_pretraining, load_run_config
 from llm.repro import cached
 from llm.tokenizers import EOT
 
-WEB_FORMAT = 1  # bumped whenever the files change in a way the page's JavaScript must follow
+WEB_FORMAT = 2  # bumped whenever the files change in a way the page's JavaScript must follow; playground.js checks it
+# The pretraining runs whose models the page offers, in the order of its menus: chapter 4's GPT-2-style model, then
+# the modern model of chapter 5, from which chapters 6 and 7 start.
+BOOK_PRETRAINING = ("configs/gutenberg.yaml", "configs/modern.yaml")
 
 
 def js_pattern(pattern: str) -> str:
@@ -81,47 +88,115 @@ def cached_instruct_run(config_path: str | os.PathLike, pretrained: Path, cache:
     return cached("playground-instruct", key, build, root=cache)
 
 
-# -- playground.qmd :: webexport-export --
-def export_web(out_dir: str | os.PathLike, pretrain_config: str | os.PathLike, instruct_config: str | os.PathLike,
-               data_root: str | os.PathLike, cache: Path | None = None) -> dict[str, int]:
-    """Write the playground's files into `out_dir`; return their sizes in bytes, by file name.
+def finetune_base(instruct_config: str | os.PathLike, pretrain_configs: Sequence[Path]) -> Path:
+    """The one of `pretrain_configs` whose run writes the model file that the `pretrained:` of `instruct_config`
+    names (both paths relative to their config files): the finetune then starts from that run's cached weights,
+    which the cache can vouch for, rather than from whatever file the path holds."""
+    instruct_config = Path(instruct_config)
+    named = read_config_file(instruct_config).get("pretrained")
+    if named is None:
+        raise ConfigError(f"{instruct_config}: pretrained: missing")
+    wanted = (instruct_config.parent / named).resolve()
+    for config in pretrain_configs:
+        if (Path(load_run_config(config).train.out_dir) / "model.safetensors").resolve() == wanted:
+            return config
+    raise ConfigError(f"{instruct_config}: pretrained: {named} is the model of none of the pretraining runs "
+                      f"({', '.join(map(str, pretrain_configs))})")
 
-    The pretrained model is the run of `pretrain_config`, the instruction-tuned one the finetune of
-    `instruct_config` started from it; either is trained only if the cache lacks it. GPT-2's tokenizer is read from
-    `data_root`, checksums verified. Files whose contents have not changed are left untouched.
+
+# -- playground.qmd :: webexport-files --
+@dataclass
+class WebModel:
+    """A model for the page: its file (with tokenizer.bpe beside it), the name of the config file of its run, and
+    the manifest's other fields for it (a pretraining run's sample prompts, the instruction prompt's templates)."""
+
+    file: Path
+    config: str
+    details: dict[str, Any]
+
+
+def prompt_templates(preamble: str) -> dict[str, str]:
+    """The instruction prompt without and with an input, with {instruction} and {input} in place of the text."""
+    return {"prompt": format_prompt({"instruction": "{instruction}", "input": ""}, preamble),
+            "prompt_with_input": format_prompt({"instruction": "{instruction}", "input": "{input}"}, preamble)}
+
+
+def playground_files(pretrained: dict[str, WebModel], instruct: WebModel, gpt2: BPETokenizer) -> dict[str, bytes]:
+    """The page's files by name: manifest.json, each model's safetensors file, and each distinct tokenizer as JSON.
+
+    The menus offer the `pretrained` models in their order. The first one's tokenizer is "book", the one the Tokens
+    widget shows; a later model whose tokenizer differs from all before it gets "book-NAME".
     """
-    pretrained = cached_pretraining(pretrain_config, cache=cache) / "model.safetensors"
-    instruct = cached_instruct_run(instruct_config, pretrained, cache) / "model.safetensors"
-    book_tokenizer = tokenizer_json(tokenizer_beside(pretrained))
-    if tokenizer_json(tokenizer_beside(instruct)) != book_tokenizer:
-        raise ConfigError(f"{instruct}: finetuning changed the tokenizer, which the page shares between models")
-    preamble = read_config_file(instruct_config).get("preamble", "")
-    manifest = {
-        "format": WEB_FORMAT,
-        "end_of_text": EOT,
-        "tokenizers": {"book": "book-tokenizer.json", "gpt2": "gpt2-tokenizer.json"},
-        "models": {
-            "pretrained": {"file": "pretrained.safetensors", "tokenizer": "book",
-                           "prompts": load_run_config(pretrain_config).samples.prompts},
-            "instruct": {"file": "instruct.safetensors", "tokenizer": "book",
-                         "prompt": format_prompt({"instruction": "{instruction}", "input": ""}, preamble),
-                         "prompt_with_input": format_prompt({"instruction": "{instruction}", "input": "{input}"},
-                                                            preamble)},
-        },
-    }
-    files = {
-        "manifest.json": json.dumps(manifest, indent=1).encode(),
-        "pretrained.safetensors": pretrained.read_bytes(),
-        "instruct.safetensors": instruct.read_bytes(),
-        "book-tokenizer.json": json.dumps(book_tokenizer, separators=(",", ":")).encode(),
-        "gpt2-tokenizer.json": json.dumps(tokenizer_json(load_gpt2(Path(data_root))), separators=(",", ":")).encode(),
-    }
+    if "instruct" in pretrained:
+        raise ConfigError("a pretrained model cannot be named 'instruct', the instruction-tuned model's name")
+    models = {**pretrained, "instruct": instruct}
+    tokenizers: dict[str, dict[str, Any]] = {}
+    entries = {}
+    for name, model in models.items():
+        network, tokenizer = load_model(model.file)
+        spec = tokenizer_json(tokenizer)
+        shared = [key for key, known in tokenizers.items() if known == spec]
+        key = shared[0] if shared else f"book-{name}" if tokenizers else "book"
+        tokenizers[key] = spec
+        entries[name] = {"file": f"{name}.safetensors", "tokenizer": key, "architecture": architecture_of(network),
+                         "parameters": sum(p.numel() for p in network.parameters()), "config": model.config,
+                         **model.details}
+    tokenizers["gpt2"] = tokenizer_json(gpt2)
+    manifest = {"format": WEB_FORMAT, "end_of_text": EOT, "pretrained": list(pretrained),
+                "tokenizers": {key: f"{key}-tokenizer.json" for key in tokenizers}, "models": entries}
+    return {"manifest.json": json.dumps(manifest, indent=1).encode(),
+            **{entry["file"]: models[name].file.read_bytes() for name, entry in entries.items()},
+            **{f"{key}-tokenizer.json": json.dumps(spec, separators=(",", ":")).encode()
+               for key, spec in tokenizers.items()}}
+
+
+# -- playground.qmd :: webexport-write --
+def write_playground(out_dir: str | os.PathLike, files: dict[str, bytes]) -> None:
+    """Put `files` into `out_dir`: changed ones atomically, manifest.json last, stale ones removed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
+    stale = listed_files(out_dir / "manifest.json") - set(files)
+    for name in sorted(files, key=lambda name: name == "manifest.json"):
         path = out_dir / name
-        if not path.is_file() or path.read_bytes() != data:
-            path.write_bytes(data)
+        if not path.is_file() or path.read_bytes() != files[name]:
+            tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+            tmp.write_bytes(files[name])
+            os.replace(tmp, path)
+    for name in stale:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def listed_files(manifest: Path) -> set[str]:
+    """The model and tokenizer files that a manifest.json names; none when there is no manifest."""
+    if not manifest.is_file():
+        return set()
+    listed = json.loads(manifest.read_text())
+    return {model["file"] for model in listed["models"].values()} | set(listed["tokenizers"].values())
+
+
+# -- playground.qmd :: webexport-export --
+def export_web(out_dir: str | os.PathLike, pretrain_configs: Sequence[str | os.PathLike],
+               instruct_config: str | os.PathLike, data_root: str | os.PathLike,
+               cache: Path | None = None) -> dict[str, int]:
+    """Write the playground's files into `out_dir`; return their sizes in bytes, by file name.
+
+    The pretrained models are the runs of `pretrain_configs`, offered in that order, each named after its file's
+    stem; the instruction-tuned one is the finetune of `instruct_config`, started from the run that its
+    `pretrained:` names. A run is trained only if the cache lacks it. GPT-2's tokenizer is read from `data_root`,
+    checksums verified.
+    """
+    configs = [Path(config) for config in pretrain_configs]
+    if len({config.stem for config in configs}) < len(configs):
+        raise ConfigError(f"pretraining configs need distinct file names, got {', '.join(map(str, configs))}")
+    base = finetune_base(instruct_config, configs)  # before any training: a wrong path fails at once
+    pretrained = {config.stem: WebModel(cached_pretraining(config, cache=cache) / "model.safetensors", config.name,
+                                        {"prompts": load_run_config(config).samples.prompts}) for config in configs}
+    preamble = read_config_file(instruct_config).get("preamble", "")
+    instruct_run = cached_instruct_run(instruct_config, pretrained[base.stem].file, cache)
+    instruct = WebModel(instruct_run / "model.safetensors", Path(instruct_config).name,
+                        {"base": base.stem, **prompt_templates(preamble)})
+    files = playground_files(pretrained, instruct, load_gpt2(Path(data_root)))
+    write_playground(out_dir, files)
     return {name: len(data) for name, data in files.items()}
 
 
@@ -135,10 +210,12 @@ def add_cli_command(subparsers: argparse._SubParsersAction) -> None:
         "relative to the repository root.")
     parser.add_argument("--out", default="playground/models", metavar="DIR",
                         help="folder to write the files into (default: playground/models)")
-    parser.add_argument("--pretrain-config", default="configs/gutenberg.yaml", metavar="FILE",
-                        help="pretraining run config (default: configs/gutenberg.yaml)")
+    parser.add_argument("--pretrain-config", nargs="+", default=list(BOOK_PRETRAINING), metavar="FILE",
+                        help="pretraining run configs whose models the page offers, in this order (default: "
+                        f"{' '.join(BOOK_PRETRAINING)})")
     parser.add_argument("--instruct-config", default="configs/finetune-instruct.yaml", metavar="FILE",
-                        help="instruction finetuning config (default: configs/finetune-instruct.yaml)")
+                        help="instruction finetuning config, whose pretrained: must be the model of one of the "
+                        "pretraining runs (default: configs/finetune-instruct.yaml)")
     parser.add_argument("--data", default="data", metavar="DIR",
                         help="data folder holding gpt2/encoder.json and gpt2/vocab.bpe (default: data)")
     parser.add_argument("--cache", default="_cache", metavar="DIR",

@@ -16,12 +16,20 @@
   }
   const json = async (name) => JSON.parse(new TextDecoder().decode(await fetchFile(name)));
   const once = (load) => { let promise; return () => (promise ??= load()); };
-  const manifest = once(() => json("manifest.json"));
+  const FORMAT = 2;  // llm.webexport.WEB_FORMAT of the files this script reads
+  const manifest = once(async () => {
+    const info = await json("manifest.json");
+    if (info.format !== FORMAT) {
+      throw new Error(`models/manifest.json is in format ${info.format}, this page reads format ${FORMAT}; ` +
+                      "export the models again (llm export-web)");
+    }
+    return info;
+  });
   const loaders = {};
   const tokenizer = (name) => (loaders[`tokenizer ${name}`] ??= once(async () =>
     new E.BPETokenizer(await json((await manifest()).tokenizers[name]))))();
   const model = (name) => (loaders[`model ${name}`] ??= once(async () =>
-    new E.GPT(await fetchFile((await manifest()).models[name].file))))();
+    E.loadModel(await fetchFile((await manifest()).models[name].file))))();
   const modelTokenizer = async (name) => tokenizer((await manifest()).models[name].tokenizer);
   const endOfText = async (name) => (await modelTokenizer(name)).specialIds.get((await manifest()).end_of_text);
 
@@ -64,6 +72,26 @@
   function fail(el, error) {
     console.error(error);
     el.replaceChildren(h("p", { class: "pg-error" }, `Something went wrong: ${error.message}`));
+  }
+
+  // An error shown on one line of a widget, which keeps its controls so that the reader can choose another model.
+  // A model the engine cannot run is no fault of the page: its reason is shown as it is, and nothing is logged.
+  function report(line, error) {
+    const unsupported = error instanceof E.UnsupportedModel;
+    if (!unsupported) console.error(error);
+    line.textContent = unsupported ? error.message : `Something went wrong: ${error.message}`;
+    line.classList.add("pg-error");
+  }
+
+  // A menu of the pretrained models the manifest lists, in its order, each named by its architecture, its run's
+  // config file and its size.
+  const KINDS = { gpt: "GPT-2-style", modern: "modern" };
+  function modelMenu(info) {
+    return h("select", { "aria-label": "Model" }, info.pretrained.map((name) => {
+      const { architecture, config, parameters } = info.models[name];
+      return h("option", { value: name }, `${KINDS[architecture] || architecture} model (${config}, ` +
+               `${(parameters / 1e6).toFixed(2)} M parameters)`);
+    }));
   }
 
   // --- Tokens ----------------------------------------------------------------------------------------------------
@@ -129,8 +157,10 @@
               ` was drawn. ${how}`), ...rows];
   }
 
-  function generateWidget(root, prompts) {
-    const prompt = h("textarea", { rows: 2, spellcheck: "false", "aria-label": "Prompt" }, prompts[0] || "");
+  function generateWidget(root, info) {
+    const menu = modelMenu(info);
+    const prompts = () => info.models[menu.value].prompts;
+    const prompt = h("textarea", { rows: 2, spellcheck: "false", "aria-label": "Prompt" }, prompts()[0] || "");
     const temperature = slider(0, 2, 0.05, 0.8, (t) => (t === 0 ? "0 (greedy)" : t.toFixed(2)));
     const topP = slider(0.05, 1, 0.05, 1, (p) => (p === 1 ? "1 (off)" : p.toFixed(2)));
     const topK = h("input", { type: "number", min: 0, max: 2048, value: 50, inputmode: "numeric" });
@@ -142,7 +172,12 @@
     const start = h("button", { type: "button", class: "pg-primary" }, "Generate");
     const next = h("button", { type: "button" }, "Next token");
     const stop = h("button", { type: "button", disabled: true }, "Stop");
+    const examples = h("span", { class: "pg-examples" });
+    const showExamples = () => examples.replaceChildren(...prompts().map((p) => h("button",
+      { type: "button", class: "pg-example", onclick: () => { prompt.value = p; run().catch(failed); } }, p)));
+    showExamples();
     root.replaceChildren(
+      labelled("Model", menu),
       labelled("Prompt", prompt),
       h("div", { class: "pg-controls" },
         labelled("Temperature", temperature.input, temperature.output),
@@ -150,9 +185,7 @@
         labelled("Top-p", topP.input, topP.output),
         labelled("New tokens", length),
         labelled("Seed", seed)),
-      h("div", { class: "pg-buttons" }, start, next, stop,
-        h("span", { class: "pg-examples" }, prompts.map((p) =>
-          h("button", { type: "button", class: "pg-example", onclick: () => { prompt.value = p; run(); } }, p)))),
+      h("div", { class: "pg-buttons" }, start, next, stop, examples),
       output, stats, chart);
 
     let current = null;  // the generation shown: its step iterator, the steps so far, whether it runs
@@ -160,11 +193,19 @@
                               topP: number(topP.input), seed: number(seed), maxNewTokens: number(length) });
     const forget = () => { if (current) current.stale = true; };
     [prompt, temperature.input, topP.input, topK, length, seed].forEach((el) => el.addEventListener("input", forget));
+    menu.addEventListener("change", () => { forget(); showExamples(); });
+    const failed = (error) => {
+      output.replaceChildren();
+      output.dataset.state = "failed";
+      chart.replaceChildren();
+      report(stats, error);
+    };
 
     async function begin() {
       if (current) current.running = false;
-      const [gpt, tok, eos] = await Promise.all([model("pretrained"), modelTokenizer("pretrained"),
-                                                 endOfText("pretrained")]);
+      output.dataset.state = "running";  // from the click on: the model may still be loading
+      const name = menu.value;
+      const [gpt, tok, eos] = await Promise.all([model(name), modelTokenizer(name), endOfText(name)]);
       const ids = tok.encode(prompt.value);
       const options = { ...settings(), eosId: eos };
       current = { tok, eos, options, iterator: E.generate(gpt, ids.length ? ids : [eos], options), steps: [],
@@ -213,6 +254,7 @@
         start.disabled = next.disabled = false;
         stop.disabled = true;
         output.dataset.state = generation.finished ? "done" : "paused";
+        stats.classList.remove("pg-error");
         const n = generation.steps.length, eos = generation.steps.at(-1)?.token === generation.eos;
         stats.textContent = `${n} token${n === 1 ? "" : "s"} in ${generation.seconds.toFixed(2)} s of ` +
           `computing, ${Math.round(n / Math.max(generation.seconds, 1e-9))} tokens per second` +
@@ -224,17 +266,17 @@
       const generation = await begin();
       await advance(generation, generation.options.maxNewTokens);
     }
-    start.addEventListener("click", () => run().catch((e) => fail(root, e)));
+    start.addEventListener("click", () => run().catch(failed));
     stop.addEventListener("click", () => { if (current) current.running = false; });
     next.addEventListener("click", async () => {
       try {
         await advance(!current || current.stale || current.finished ? await begin() : current, 1);
-      } catch (e) { fail(root, e); }
+      } catch (e) { failed(e); }
     });
     output.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && event.target.classList.contains("pg-chip")) event.target.click();
     });
-    return run();
+    return run().catch(failed);
   }
 
   // --- Ask -------------------------------------------------------------------------------------------------------
@@ -313,27 +355,49 @@
     return rgb;
   }
 
-  function attentionWidget(root) {
+  function attentionWidget(root, info) {
+    const menu = modelMenu(info);
     const text = h("input", { type: "text", spellcheck: "false", "aria-label": "Text",
                               value: "The dog chased the cat up the tree, and then it barked at the cat." });
     const layer = h("select", { "aria-label": "Layer" });
     const head = h("select", { "aria-label": "Head" });
     const canvas = h("canvas", { class: "pg-heatmap", role: "img" });
     const readout = h("p", { class: "pg-stats" }, "Point at a square to read its weight.");
-    root.replaceChildren(labelled("Text", text),
+    root.replaceChildren(labelled("Model", menu), labelled("Text", text),
       h("div", { class: "pg-controls" }, labelled("Layer", layer), labelled("Head", head)),
       h("div", { class: "pg-heatmap-frame" }, canvas), readout);
 
     let state = null;
+    // Layers and heads offered for the chosen model, keeping the reader's choice where the model has it.
+    function offer(select, count) {
+      const chosen = Math.min(number(select) || 1, count);
+      select.replaceChildren(...Array.from({ length: count }, (_, i) => h("option", { value: i + 1 }, `${i + 1}`)));
+      select.value = chosen;
+    }
+    let computing = 0;  // counts the computations: one overtaken while it loaded its model shows nothing
     async function compute() {
-      const [gpt, tok] = await Promise.all([model("pretrained"), modelTokenizer("pretrained")]);
-      if (!layer.options.length) {
-        for (let l = 1; l <= gpt.config.n_layer; l++) layer.append(h("option", { value: l }, `${l}`));
-        for (let k = 1; k <= gpt.config.n_head; k++) head.append(h("option", { value: k }, `${k}`));
+      const mine = ++computing;
+      root.dataset.state = "busy";
+      try {
+        const name = menu.value;
+        const [gpt, tok] = await Promise.all([model(name), modelTokenizer(name)]);
+        if (mine !== computing) return;
+        offer(layer, gpt.config.n_layer);
+        offer(head, gpt.config.n_head);
+        const ids = tok.encode(text.value).slice(0, gpt.config.context_length);
+        state = { tok, ids, weights: ids.length ? gpt.attention(ids) : null };
+        readout.classList.remove("pg-error");
+        readout.textContent = "Point at a square to read its weight.";
+        draw();
+        root.dataset.state = "done";
+      } catch (error) {
+        if (mine !== computing) return;
+        state = null;
+        canvas.width = canvas.height = 0;
+        canvas.style.width = canvas.style.height = "0";
+        report(readout, error);
+        root.dataset.state = "failed";
       }
-      const ids = tok.encode(text.value).slice(0, gpt.config.context_length);
-      state = { tok, ids, weights: ids.length ? gpt.attention(ids) : null };
-      draw();
     }
 
     function draw() {
@@ -398,10 +462,11 @@
     let pending = null;
     text.addEventListener("input", () => {
       clearTimeout(pending);
-      pending = setTimeout(() => compute().catch((e) => fail(root, e)), 120);
+      pending = setTimeout(compute, 120);
     });
-    layer.addEventListener("change", draw);
-    head.addEventListener("change", draw);
+    menu.addEventListener("change", compute);
+    layer.addEventListener("change", () => state && draw());
+    head.addEventListener("change", () => state && draw());
     window.addEventListener("resize", () => state && draw());
     // The canvas holds colours, not CSS: draw again when the site's theme changes (an attribute or class of
     // <html> or <body>, as the site's theme toggles set them, or the system's light or dark preference).
@@ -425,7 +490,7 @@
     try {
       const info = await manifest();
       const started = Object.entries(widgets).filter(([name]) => parts[name]).map(([name, widget]) =>
-        Promise.resolve(widget(parts[name], info.models.pretrained.prompts)).catch((e) => fail(parts[name], e)));
+        Promise.resolve(widget(parts[name], info)).catch((e) => fail(parts[name], e)));
       await Promise.all(started);
       if (status) {
         status.textContent = "The models run in this browser: nothing you type leaves your machine.";

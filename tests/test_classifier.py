@@ -26,6 +26,7 @@ from llm.config import from_mapping
 from llm.errors import CheckpointError, ConfigError, DataError
 from llm.finetune import FinetuneConfig, fit, trainable_parameters
 from llm.modelio import save_model
+from llm.modern import ModernConfig, ModernGPT
 from llm.splits import split
 
 from conftest import tiny_gpt
@@ -184,6 +185,26 @@ def test_finetune_learns_a_toy_task_and_saves_what_it_evaluated(tmp_path, lora_r
     assert predict(classifier, encoded, 256).argmax(-1).tolist() == results["predictions"]["test"]
     assert classify(classifier, loaded_tokenizer, "aaaa") == "vowel"
     assert classify(classifier, loaded_tokenizer, "xxxxx") == "consonant"
+
+
+def test_the_modern_model_becomes_a_classifier_too(tmp_path):
+    """Chapter 6 starts from chapter 5's ModernGPT: freezing finds its final norm, and LoRA, dropout and saving work."""
+    torch.manual_seed(0)
+    modern = ModernGPT(ModernConfig(vocab_size=257, context_length=32, n_layer=2, n_head=2, n_kv_head=1, d_model=16))
+    classifier = GPTClassifier(modern, ["a", "b"])
+    set_trainable(classifier, "head")
+    head = [*modern.lm_head.parameters(), *modern.final_norm.parameters()]
+    assert trainable_parameters(classifier) == sum(p.numel() for p in head) and all(p.requires_grad for p in head)
+    config = from_mapping(ClassifierConfig, {
+        "max_length": 16, "dropout": 0.1, "lora": {"rank": 4, "alpha": 8},
+        "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2}})
+    torch.manual_seed(0)
+    fresh = ModernGPT(ModernConfig(vocab_size=257, context_length=32, n_layer=2, n_head=2, n_kv_head=1, d_model=16))
+    results = finetune_classifier(fresh, byte_tokenizer(), toy_splits(), config, tmp_path)
+    assert results["metrics"]["test"]["accuracy"] == 1.0
+    loaded, tokenizer = load_classifier(tmp_path)
+    assert isinstance(loaded.gpt, ModernGPT)
+    assert classify(loaded, tokenizer, "aaaa") == "vowel" and classify(loaded, tokenizer, "xxxxx") == "consonant"
 
 
 def cli(*argv):

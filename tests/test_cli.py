@@ -133,11 +133,46 @@ def test_errors_from_a_subprocess_are_one_line(tmp_path):
     (("files: plays/*.txt", "files: poems/*.txt"), ["poems/*.txt"]),
     (("vocab_size: 300", "vocab_size: 300\n  extra: 1"), ["data", "extra"]),
     (("model: {", "model: [{"), ["YAML"]),
+    (("samples:", "optimizer: {name: lion}\nsamples:"), ["run.yaml: optimizer.name: 'lion' is not registered"]),
+    (("samples:", "optimizer: {name: muon, muon_rate: 0.1}\nsamples:"),
+     ["run.yaml: optimizer.muon_rate: not an option of 'muon'", "muon_lr"]),
 ])
 def test_bad_config_values_are_named(tmp_path, capsys, change, needles):
     config = write_project(tmp_path, CONFIG.replace(*change))
     code = main(["train", "--config", str(config)])
     one_line_error((code, capsys.readouterr().err), *needles)
+
+
+def test_train_runs_the_modern_recipe_with_muon(tmp_path):
+    """configs/modern.yaml's two novelties through `llm train`: a registered architecture and Muon, by name."""
+    modern = CONFIG.replace(CONFIG[CONFIG.index("model:"):CONFIG.index("train:")],
+                            "model: {architecture: modern, context_length: 32, n_layer: 1, n_head: 2, n_kv_head: 1,"
+                            " d_model: 32}\noptimizer: {name: muon, muon_lr: 0.01}\n")
+    config = write_project(tmp_path, modern)
+    assert main(["train", "--config", str(config)]) == 0
+    state = torch.load(config.parent / "run" / "checkpoint.pt", weights_only=False)
+    assert state["architecture"] == "modern"
+    groups = state["optimizer"]["param_groups"]
+    assert [g["use_muon"] for g in groups][-1] is True and any(not g["use_muon"] for g in groups)
+    assert groups[-1]["lr"] < 0.01  # Muon's own rate, scaled down by the cosine schedule at the last step
+
+
+def test_cache_keys_hash_the_package_copy_of_what_a_notebook_registers_again():
+    """Chapter 5's notebook registers its own ModernGPT and Muon, defined by the cells llm/ is tangled from; the
+    pretraining cache key must hash the package's copies, or every chapter would train the book's model again."""
+    import types
+
+    from llm.modern import ModernGPT
+    from llm.muon import muon_with_adamw
+    from llm.pretrain import package_twin
+
+    notebook_class = type("ModernGPT", (), {"__module__": "__main__"})
+    notebook_function = types.FunctionType(muon_with_adamw.__code__, {}, "muon_with_adamw")
+    notebook_function.__module__ = "__main__"
+    assert package_twin(notebook_class) is ModernGPT and package_twin(ModernGPT) is ModernGPT
+    assert package_twin(notebook_function) is muon_with_adamw
+    with pytest.raises(TypeError, match="outside the llm package"):
+        package_twin(type("Stranger", (), {"__module__": "__main__"}))
 
 
 def test_incompatible_or_foreign_checkpoints_are_refused(trained, tmp_path, capsys):
