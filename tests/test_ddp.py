@@ -43,9 +43,12 @@ DRIVER = textwrap.dedent("""
 
 
 def subprocess_env() -> dict[str, str]:
-    """The environment for child processes, with the repository root importable (llm need not be installed)."""
+    """The environment for child processes, with the repository root importable (llm need not be installed), and one
+    thread each: the processes share the cores, and under load a multi-threaded kernel may split a sum differently
+    in each of them, which would make two ranks' weights differ in their last bits."""
     root = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def test_two_processes_stay_in_sync_and_match_one_process(tmp_path):
