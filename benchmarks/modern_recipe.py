@@ -32,6 +32,8 @@ from llm.data import list_files
 from llm.recipes import RECIPES, make_trainer, measure_step_seconds, timed_step
 from llm.train import evaluation_indices
 
+from _target import time_to_target  # noqa: E402  (the script's own folder is on sys.path)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,19 +43,6 @@ def load_book_corpus(cache: Path):
     train_names, _ = split_documents(list_files(data["files"], root=root), data["validation"])
     tokenizer = cached_tokenizer(root, train_names, data["vocab_size"], cache)
     return load_corpus(root, data["files"], data["validation"], data["vocab_size"], tokenizer)
-
-
-def time_to_target(evals: list[dict], target: float) -> float | None:
-    """Training seconds at which the validation loss first reaches `target`, linear between evaluations."""
-    previous = {"seconds": 0.0, "val_loss": float("inf")}
-    for point in evals:
-        if point["val_loss"] <= target:
-            if previous["val_loss"] == float("inf"):
-                return point["seconds"]
-            share = (previous["val_loss"] - target) / (previous["val_loss"] - point["val_loss"])
-            return previous["seconds"] + share * (point["seconds"] - previous["seconds"])
-        previous = point
-    return None
 
 
 def main() -> None:
@@ -92,7 +81,7 @@ def main() -> None:
     gpt2 = {"steps": steps["gpt2"], "seconds": seconds["gpt2"], "evals": evals["gpt2"]}
     modern = {"steps": steps["modern"], "seconds": seconds["modern"], "evals": evals["modern"]}
     target = gpt2["evals"][-1]["val_loss"]
-    reached = time_to_target(modern["evals"], target)
+    reached = time_to_target([(e["seconds"], e["val_loss"]) for e in modern["evals"]], target)
     for name, run in (("gpt2", gpt2), ("modern", modern)):
         print(f"{name + ':':7s} {run['steps']:,} steps ({1000 * step_s[name]:.0f} ms each when measured alone), "
               f"{run['seconds']:.1f} s of training, final validation loss {run['evals'][-1]['val_loss']:.4f}")

@@ -49,6 +49,8 @@ from llm.muon import muon_with_adamw
 from llm.tokenizers import CharTokenizer
 from llm.train import TrainConfig, Trainer
 
+from _target import time_to_target  # noqa: E402  (the script's own folder is on sys.path)
+
 DATA = Path(__file__).resolve().parents[1] / "data"
 CONTEXT, LAYERS, HEADS, WIDTH = 64, 4, 4, 128
 NANOGPT = {"batch_size": 12, "iters": 2000, "lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 100,
@@ -126,19 +128,6 @@ def modern_trainer(train: torch.Tensor, val: torch.Tensor, vocab_size: int, seed
                          device="cpu", precision="fp32")
     return Trainer(model, SlidingWindowDataset(train, CONTEXT, 1), SlidingWindowDataset(val, CONTEXT, CONTEXT),
                    config, loss_fn=modern_loss, make_optimizer=functools.partial(muon_with_adamw, muon_lr=o["muon_lr"]))
-
-
-def time_to_target(history: list[tuple[float, float]], target: float) -> float | None:
-    """Training seconds at which the loss first reaches `target`, linear between evaluations."""
-    previous = None
-    for seconds, loss in history:
-        if loss <= target:
-            if previous is None:
-                return seconds
-            share = (previous[1] - target) / (previous[1] - loss)
-            return previous[0] + share * (seconds - previous[0])
-        previous = (seconds, loss)
-    return None
 
 
 def main() -> None:
