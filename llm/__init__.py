@@ -11,6 +11,7 @@ Each module is written, explained and tested in one chapter of the book:
     llm.checkpoint  chapters/04-pretraining.qmd
     llm.classifier  chapters/06-classification.qmd
     llm.cli         chapters/04-pretraining.qmd
+    llm.comparison  chapters/06-classification.qmd
     llm.config      chapters/04-pretraining.qmd
     llm.corpus      chapters/04-pretraining.qmd
     llm.data        chapters/01-tokens.qmd
