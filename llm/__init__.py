@@ -34,6 +34,7 @@ Each module is written, explained and tested in one chapter of the book:
     llm.repro       chapters/01-tokens.qmd
     llm.sampling    chapters/04-pretraining.qmd
     llm.splits      chapters/06-classification.qmd
+    llm.tasks       chapters/07-instructions.qmd
     llm.tokenizers  chapters/01-tokens.qmd
     llm.train       chapters/04-pretraining.qmd
     llm.webexport   playground.qmd
