@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import sys
 from collections.abc import Callable, Sequence
@@ -307,8 +308,11 @@ def make_tasks_command(args: argparse.Namespace) -> None:
     if args.out is None:
         sys.stdout.write(text)
         return
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text, encoding="utf-8")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, out)  # an interrupted run leaves the old file whole, never half of a new one
     print(f"{len(entries)} entries written to {args.out}", file=sys.stderr)
 
 

@@ -142,6 +142,7 @@ def test_make_tasks_and_score_tasks_from_the_command_line(tmp_path, tiny_run):
     result = run_llm("make-tasks", "--tasks", "convert,reverse", "--count", "3", "--mix", "extra.json",
                      "--out", "out/tasks.json", cwd=tmp_path)
     assert result.returncode == 0 and "7 entries written to out/tasks.json" in result.stderr, result.stderr
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["tasks.json"]  # renamed into place, no leftovers
     entries = load_instruction_file(tmp_path / "out" / "tasks.json")
     assert sorted(e.get("task", "") for e in entries) == ["", "convert", "convert", "convert"] + ["reverse"] * 3
     assert len(encode_instructions(entries, BPETokenizer([]))) == 7  # what finetune-instruct reads
