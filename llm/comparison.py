@@ -6,21 +6,20 @@
 """Comparing classifiers fairly: cross-validation folds, intervals that respect them, and paired tests.
 
 Chapter 6 compares the finetuned model with a baseline on the same folds, fold by fold and message by message;
-the t quantile and the `Spread` summary come from chapter 5's seed statistics.
+the t-interval and the `Spread` summary come from chapter 5's seed statistics.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import statistics
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import torch
 
 from llm.errors import ConfigError
-from llm.recipes import Spread, t_quantile
+from llm.recipes import Spread, seed_spread
 
 
 def stratified_folds(items: Sequence[Any], k: int, seed: int,
@@ -53,9 +52,9 @@ def cv_interval(values: Sequence[float], test_to_train: float, confidence: float
     """
     if len(values) < 2:
         raise ValueError(f"an interval needs at least two folds, got {len(values)}")
-    mean, std = statistics.fmean(values), statistics.stdev(values)
-    half = t_quantile(0.5 + confidence / 2, len(values) - 1) * std * math.sqrt(1 / len(values) + test_to_train)
-    return Spread(mean, std, mean - half, mean + half, len(values))
+    plain = seed_spread(values, confidence)  # half-width t * s / sqrt(n); the correction scales it up
+    half = (plain.high - plain.low) / 2 * math.sqrt(1 + len(values) * test_to_train)
+    return Spread(plain.mean, plain.std, plain.mean - half, plain.mean + half, plain.n)
 
 
 # -- chapters/06-classification.qmd :: comparison-paired --
